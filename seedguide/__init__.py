@@ -1,0 +1,5 @@
+"""The seedguide application: the ``seedguide`` command wiring node, pipeline and viewer."""
+
+import logging
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
