@@ -39,9 +39,7 @@ def _as_points(points_mm: ArrayLike, name: str) -> NDArray[np.float64]:
     if points.ndim == 1 and points.shape[0] == 3:
         points = points[np.newaxis, :]
     if points.ndim != 2 or points.shape[1] != 3:
-        raise ValueError(
-            f"{name} must have shape (n, 3) (or (3,) for one point); got shape {points.shape}"
-        )
+        raise ValueError(f"{name} must have shape (n, 3) (or (3,) for one point); got shape {points.shape}")
     return points
 
 
@@ -171,7 +169,12 @@ class Grid:
     def bounds_mm(self) -> NDArray[np.float64]:
         """Axis-aligned LPS box (2, 3) spanning the voxel centres: [min, max]."""
         corners = np.array(
-            [[s, r, c] for s in (0, self.shape[0] - 1) for r in (0, self.shape[1] - 1) for c in (0, self.shape[2] - 1)],
+            [
+                [s, r, c]
+                for s in (0, self.shape[0] - 1)
+                for r in (0, self.shape[1] - 1)
+                for c in (0, self.shape[2] - 1)
+            ],
             dtype=np.float64,
         )
         points = self.index_to_patient(corners)
@@ -312,7 +315,9 @@ def resample(
     interpolation : {"linear", "nearest"}
         Trilinear or nearest-neighbour interpolation in index space.
     fill_value : float
-        Value of target voxels whose centre lies outside the source voxel centres.
+        Value of target voxels whose centre lies outside the source volume
+        (beyond half a voxel past its outermost voxel centres). Within that
+        last half voxel the edge value is used.
     allow_frame_mismatch : bool
         Resampling between different FrameOfReferenceUIDs is an error unless
         this is set (e.g. after a registration has mapped one into the other).
@@ -320,7 +325,8 @@ def resample(
     Returns
     -------
     Volume
-        On ``target``, float32 for linear interpolation, the source dtype for nearest.
+        On ``target``, float32 for linear interpolation, the source dtype for
+        nearest (promoted to float when ``fill_value`` does not fit it).
 
     Raises
     ------
@@ -341,18 +347,43 @@ def resample(
     matrix = np.linalg.inv(volume.affine) @ target.affine
     if method is Interpolation.LINEAR:
         source: NDArray[Any] = volume.array.astype(np.float32, copy=False)
-        order = 1
     else:
         source = volume.array
-        order = 0
+    # Edge extension, then fill outside the source voxels' extent (index -0.5 to n - 0.5):
+    # a target centre inside the last half voxel takes the edge value, as the
+    # source voxel covers it, instead of being dropped.
     values = ndimage.affine_transform(
         source,
         matrix[:3, :3],
         offset=matrix[:3, 3],
         output_shape=target.shape,
-        order=order,
-        mode="constant",
-        cval=fill_value,
+        order=1 if method is Interpolation.LINEAR else 0,
+        mode="nearest",
         prefilter=False,
     )
+    outside = ~_inside_source_extent(matrix, target.shape, volume.shape)
+    if np.any(outside):
+        if not np.can_cast(np.min_scalar_type(fill_value), values.dtype, "same_kind"):
+            values = values.astype(np.result_type(values.dtype, np.float32))
+        values[outside] = fill_value
     return Volume(values, target.affine, target.frame_of_reference_uid, dict(volume.metadata))
+
+
+def _inside_source_extent(
+    matrix: NDArray[np.float64], target_shape: tuple[int, int, int], source_shape: tuple[int, int, int]
+) -> NDArray[np.bool_]:
+    """True where a target voxel centre maps inside the source voxels' extent, slice by slice."""
+    rows, cols = np.meshgrid(
+        np.arange(target_shape[1], dtype=np.float64),
+        np.arange(target_shape[2], dtype=np.float64),
+        indexing="ij",
+    )
+    upper = np.asarray(source_shape, dtype=np.float64) - 0.5
+    inside = np.empty(target_shape, dtype=bool)
+    for s in range(target_shape[0]):
+        ok = np.ones(rows.shape, dtype=bool)
+        for axis in range(3):
+            index = matrix[axis, 0] * s + matrix[axis, 1] * rows + matrix[axis, 2] * cols + matrix[axis, 3]
+            ok &= (index >= -0.5 - 1e-9) & (index <= upper[axis] + 1e-9)
+        inside[s] = ok
+    return inside

@@ -14,12 +14,11 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
 
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, generate_uid
 
 from guidance.dicomio.errors import DicomInputError
 
@@ -38,7 +37,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: What readers accept: a file or folder, several of them, or datasets already read.
-DatasetSource = Union[str, os.PathLike[str], Dataset, Iterable[Union[str, os.PathLike[str], Dataset]]]
+DatasetSource = str | os.PathLike[str] | Dataset | Iterable[str | os.PathLike[str] | Dataset]
 
 MANUFACTURER = "seedguide"
 SOFTWARE_VERSION = "seedguide 0.1"
@@ -58,7 +57,9 @@ class LoadedDataset:
 
     @property
     def name(self) -> str:
-        return str(self.path) if self.path is not None else f"<dataset {self.dataset.get('SOPInstanceUID', '?')}>"
+        if self.path is not None:
+            return str(self.path)
+        return f"<dataset {self.dataset.get('SOPInstanceUID', '?')}>"
 
 
 def _read_file(path: Path) -> Dataset:
@@ -163,8 +164,8 @@ def new_dataset(
     uid = sop_instance_uid or new_uid()
     when = content_datetime or dt.datetime.now().replace(microsecond=0)
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class_uid
-    meta.MediaStorageSOPInstanceUID = uid
+    meta.MediaStorageSOPClassUID = UID(sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = UID(uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     ds = Dataset()
@@ -222,12 +223,12 @@ def save(datasets: Sequence[Dataset], folder: str | os.PathLike[str], *, prefix:
     paths: list[Path] = []
     for dataset in datasets:
         uid = str(dataset.SOPInstanceUID)
-        if not pydicom.uid.UID(uid).is_valid:
+        if not UID(uid).is_valid:
             raise ValueError(f"refusing to name a file after invalid SOPInstanceUID {uid!r}")
         modality = "".join(ch for ch in str(dataset.get("Modality", "OT")) if ch.isalnum()) or "OT"
         target = out / f"{prefix}{modality}.{uid}.dcm"
         partial = target.with_suffix(".dcm.partial")
         partial.write_bytes(to_bytes(dataset))
-        os.replace(partial, target)
+        partial.replace(target)
         paths.append(target)
     return paths
