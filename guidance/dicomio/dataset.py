@@ -62,13 +62,13 @@ class LoadedDataset:
         return f"<dataset {self.dataset.get('SOPInstanceUID', '?')}>"
 
 
-def _read_file(path: Path) -> Dataset:
+def _read_file(path: Path, stop_before_pixels: bool) -> Dataset:
     try:
-        return pydicom.dcmread(path)
+        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
     except InvalidDicomError:
         # Files without the 128-byte preamble and "DICM" (written by some old
         # systems and test suites): parse anyway, then insist on an SOP class.
-        dataset = pydicom.dcmread(path, force=True)
+        dataset = pydicom.dcmread(path, force=True, stop_before_pixels=stop_before_pixels)
         if "SOPClassUID" not in dataset:
             raise
         return dataset
@@ -78,7 +78,9 @@ def _iter_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
 
 
-def load_datasets(source: DatasetSource, *, skip_unreadable: bool = True) -> list[LoadedDataset]:
+def load_datasets(
+    source: DatasetSource, *, skip_unreadable: bool = True, stop_before_pixels: bool = False
+) -> list[LoadedDataset]:
     """Read every DICOM dataset in ``source``.
 
     Parameters
@@ -89,6 +91,8 @@ def load_datasets(source: DatasetSource, *, skip_unreadable: bool = True) -> lis
         Files in a folder that are not DICOM are logged and skipped (a folder
         from a planning system often holds a README or a DICOMDIR viewer).
         Files named explicitly must be DICOM.
+    stop_before_pixels : bool
+        Read headers only (fast survey of a folder).
 
     Raises
     ------
@@ -109,14 +113,14 @@ def load_datasets(source: DatasetSource, *, skip_unreadable: bool = True) -> lis
         if path.is_dir():
             for file in _iter_files(path):
                 try:
-                    loaded.append(LoadedDataset(file, _read_file(file)))
+                    loaded.append(LoadedDataset(file, _read_file(file, stop_before_pixels)))
                 except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
                     if not skip_unreadable:
                         raise DicomInputError(f"not a readable DICOM file: {exc}", [file]) from exc
                     logger.info("skipping %s: not readable DICOM (%s)", file, exc)
         elif path.is_file():
             try:
-                loaded.append(LoadedDataset(path, _read_file(path)))
+                loaded.append(LoadedDataset(path, _read_file(path, stop_before_pixels)))
             except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
                 raise DicomInputError(f"not a readable DICOM file: {exc}", [path]) from exc
         else:
