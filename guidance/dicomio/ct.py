@@ -23,7 +23,6 @@ import numpy as np
 from numpy.typing import NDArray
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, CTImageStorage, EnhancedCTImageStorage, LegacyConvertedEnhancedCTImageStorage
-from pydicom.valuerep import format_number_as_ds
 
 from guidance.dicomio.dataset import (
     DatasetSource,
@@ -49,6 +48,7 @@ from guidance.dicomio.series import (
     stack_slices,
     transfer_syntax_of,
 )
+from guidance.dicomio.values import ds_text
 from guidance.volume import Volume, affine_from_dicom
 
 __all__ = ["CT_SOP_CLASSES", "read_ct_series", "write_ct_series"]
@@ -318,10 +318,6 @@ def read_ct_series(
 # --------------------------------------------------------------------------- writing
 
 
-def _ds(value: float) -> str:
-    return format_number_as_ds(float(value))
-
-
 def _slice_geometry(affine: NDArray[np.float64]) -> tuple[list[float], list[float], NDArray[np.float64]]:
     """(ImageOrientationPatient, PixelSpacing, unit normal) of a slice-stack affine.
 
@@ -380,7 +376,7 @@ def _add_image_modules(ds: Dataset, pixels: NDArray[np.int16], intercept: float)
     ds.BitsStored = 16
     ds.HighBit = 15
     ds.PixelRepresentation = 1
-    ds.RescaleIntercept = _ds(intercept)
+    ds.RescaleIntercept = ds_text(intercept)
     ds.RescaleSlope = "1"
     ds.RescaleType = "HU"
     ds.add_new(0x7FE00010, "OW", pixels.astype("<i2").tobytes())
@@ -474,14 +470,14 @@ def write_ct_series(
         ds.ContentDate = ds.InstanceCreationDate
         ds.ContentTime = ds.InstanceCreationTime
         ds.AcquisitionNumber = None
-        ds.KVP = _ds(kvp) if kvp is not None else None
+        ds.KVP = ds_text(kvp) if kvp is not None else None
         ds.PatientPosition = patient_position
         position = volume.affine[:3, :3] @ [index, 0.0, 0.0] + volume.affine[:3, 3]
-        ds.PixelSpacing = [_ds(v) for v in spacing]
-        ds.ImageOrientationPatient = [_ds(v) for v in orientation]
-        ds.ImagePositionPatient = [_ds(v) for v in position]
-        ds.SliceThickness = _ds(thickness)
-        ds.SliceLocation = _ds(float(position @ normal))
+        ds.PixelSpacing = [ds_text(v) for v in spacing]
+        ds.ImageOrientationPatient = [ds_text(v) for v in orientation]
+        ds.ImagePositionPatient = [ds_text(v) for v in position]
+        ds.SliceThickness = ds_text(thickness)
+        ds.SliceLocation = ds_text(float(position @ normal))
         _add_image_modules(ds, pixels[index], intercept)
         datasets.append(ds)
     logger.info("wrote CT series %s: %d slices", uid, len(datasets))

@@ -21,7 +21,8 @@ from pydicom.dataset import Dataset
 
 from guidance.dicomio.dataset import StudyContext, from_bytes, to_bytes
 from guidance.dicomio.errors import DicomInputError, UnsupportedPlanError
-from guidance.dicomio.rtplan import RT_PLAN_STORAGE, read_rtplan, write_rtplan
+from guidance.dicomio.rtplan import RT_PLAN_STORAGE, read_rtplan
+from guidance.dicomio.rtplan_writer import write_rtplan
 from guidance.plan import Isotope, Needle, Plan, Seed, SourceModel
 from guidance.structure import Structure, StructureRole
 

@@ -1,0 +1,28 @@
+"""Decimal String encoding."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from guidance.dicomio.values import ds_text, ds_texts
+
+
+@given(st.floats(min_value=-1e300, max_value=1e300))
+def test_ds_text_fits_16_characters_and_stays_close(value: float) -> None:
+    text = ds_text(value)
+    assert len(text) <= 16
+    assert math.isclose(float(text), value, rel_tol=1e-8, abs_tol=1e-300)
+
+
+def test_ds_text_known_values() -> None:
+    assert ds_text(0.75205701589584) == "0.75205701589584"
+    # 17 characters exactly; rounded to 16 significant digits it is 10 (pydicom: "10.00000000000000", 17).
+    assert ds_text(9.999999999999996) == "10"
+    assert len(ds_text(-1.2345678901234567e-5)) <= 16
+    assert ds_texts([[1.0, 2.5]]) == ["1.0", "2.5"]
+    with pytest.raises(ValueError, match="cannot hold"):
+        ds_text(float("nan"))
