@@ -51,28 +51,34 @@ _ROLE_BY_INTERPRETED_TYPE = {
     "BRACHY_CHNL_SHLD": StructureRole.OTHER,
 }
 
-_TARGET_NAME_PREFIXES = ("gtv", "ctv", "ptv", "target", "tumor", "tumour", "prostate")
+_TARGET_NAME_PREFIXES = ("gtv", "ctv", "ptv", "target", "tumor", "tumour")
+# An untyped ROI so named is the target of a seed implant; typed ORGAN, it stays an organ.
+_UNTYPED_TARGET_NAME_PREFIXES = (*_TARGET_NAME_PREFIXES, "prostate")
 _EXTERNAL_NAMES = ("body", "external", "skin outline", "outline", "patient")
 
 
 def role_from_dicom(interpreted_type: str, name: str, geometric_types: set[str]) -> StructureRole:
-    """Role of an ROI from its RTROIInterpretedType, falling back on its name.
+    """Role of an ROI from its RTROIInterpretedType and its name.
 
-    Planning systems often leave RTROIInterpretedType empty ("" or "NONE");
-    then a name starting with GTV/CTV/PTV is a target, BODY/EXTERNAL the
-    outline, a structure made only of POINT contours a point, anything else an
-    organ at risk (the conservative choice: its dose is reported).
+    Planning systems often leave RTROIInterpretedType empty ("" or "NONE") or
+    type everything ORGAN (Oncentra types its BODY so). For those, a name that
+    is unambiguous wins: BODY/EXTERNAL is the outline, GTV/CTV/PTV... a target.
+    A structure made only of POINT contours is a point; anything else
+    unnamed is an organ at risk (the conservative choice: its dose is reported).
     """
     if geometric_types and geometric_types <= {"POINT"}:
         return StructureRole.POINT
     key = interpreted_type.strip().upper()
+    lowered = name.strip().lower()
+    if key in ("", "NONE", "ORGAN"):
+        if lowered in _EXTERNAL_NAMES:
+            return StructureRole.EXTERNAL
+        if lowered.startswith(_TARGET_NAME_PREFIXES):
+            return StructureRole.TARGET
     if key in _ROLE_BY_INTERPRETED_TYPE:
         return _ROLE_BY_INTERPRETED_TYPE[key]
-    lowered = name.strip().lower()
-    if lowered.startswith(_TARGET_NAME_PREFIXES):
+    if lowered.startswith(_UNTYPED_TARGET_NAME_PREFIXES):
         return StructureRole.TARGET
-    if lowered in _EXTERNAL_NAMES:
-        return StructureRole.EXTERNAL
     return StructureRole.ORGAN_AT_RISK
 
 

@@ -104,6 +104,11 @@ def test_plan_seed_arrays_of_an_empty_plan_have_shape() -> None:
         ("", "Rectum", {"CLOSED_PLANAR"}, StructureRole.ORGAN_AT_RISK),
         ("ORGAN", "seed 1", {"POINT"}, StructureRole.POINT),
         ("MARKER", "fiducial", set(), StructureRole.POINT),
+        ("ORGAN", "BODY", {"CLOSED_PLANAR"}, StructureRole.EXTERNAL),
+        ("ORGAN", "GTV_recurrence", {"CLOSED_PLANAR"}, StructureRole.TARGET),
+        ("ORGAN", "Prostate", {"CLOSED_PLANAR"}, StructureRole.ORGAN_AT_RISK),
+        ("CTV", "BODY", {"CLOSED_PLANAR"}, StructureRole.TARGET),
+        ("", "Prostate", {"CLOSED_PLANAR"}, StructureRole.TARGET),
     ],
 )
 def test_role_from_dicom(interpreted: str, name: str, types: set[str], role: StructureRole) -> None:
