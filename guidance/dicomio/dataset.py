@@ -62,12 +62,22 @@ class LoadedDataset:
         return f"<dataset {self.dataset.get('SOPInstanceUID', '?')}>"
 
 
+# First two bytes of a dataset stored without preamble: group 0x0002 (file meta)
+# or 0x0008 (identifying group), little or big endian.
+_HEADERLESS_STARTS = (b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08")
+
+
 def _read_file(path: Path, stop_before_pixels: bool) -> Dataset:
     try:
         return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
     except InvalidDicomError:
         # Files without the 128-byte preamble and "DICM" (written by some old
-        # systems and test suites): parse anyway, then insist on an SOP class.
+        # systems and test suites): parse those that start like a DICOM group,
+        # then insist on an SOP class. Anything else (text, images) stays refused.
+        with path.open("rb") as stream:
+            start = stream.read(2)
+        if start not in _HEADERLESS_STARTS:
+            raise
         dataset = pydicom.dcmread(path, force=True, stop_before_pixels=stop_before_pixels)
         if "SOPClassUID" not in dataset:
             raise

@@ -4,11 +4,9 @@ dicompyler-core as an independent reader."""
 from __future__ import annotations
 
 import copy
-import importlib
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
+from types import SimpleNamespace
 
 import numpy as np
 import pydicom
@@ -52,21 +50,6 @@ def breast(shared_data: Path) -> Path:
 @pytest.fixture(scope="module")
 def oncentra_dose(oncentra: Path) -> Volume:
     return read_rtdose(oncentra / "RTDOSE99.dcm")
-
-
-@pytest.fixture(scope="module")
-def dicomparser() -> Iterator[ModuleType]:
-    """dicompyler-core's parser. 0.5.6 imports ``pydicom.dicomio.read_file``, which pydicom 3
-    removed; it only opens paths with it (we pass datasets), so alias it for the import."""
-    patch = pytest.MonkeyPatch()
-    if not hasattr(pydicom.dicomio, "read_file"):
-        patch.setattr(pydicom.dicomio, "read_file", pydicom.dcmread, raising=False)
-    with warnings.catch_warnings():
-        # It also imports pydicom.pixel_data_handlers (deprecated in pydicom 3).
-        warnings.simplefilter("ignore", DeprecationWarning)
-        module = importlib.import_module("dicompylercore.dicomparser")
-    yield module
-    patch.undo()
 
 
 def _axial(
@@ -166,9 +149,9 @@ def test_oncentra_metadata(oncentra: Path, oncentra_dose: Volume) -> None:
 
 
 def test_oncentra_planes_agree_with_dicompyler(
-    dicomparser: ModuleType, oncentra: Path, oncentra_dose: Volume
+    dicompyler: SimpleNamespace, oncentra: Path, oncentra_dose: Volume
 ) -> None:
-    parser = dicomparser.DicomParser(pydicom.dcmread(oncentra / "RTDOSE99.dcm"))
+    parser = dicompyler.dicomparser.DicomParser(pydicom.dcmread(oncentra / "RTDOSE99.dcm"))
     col_x, row_y = parser.GetDoseData()["lut"]
     np.testing.assert_allclose(col_x, oncentra_dose.index_to_patient([[0, 0, c] for c in range(85)])[:, 0])
     np.testing.assert_allclose(row_y, oncentra_dose.index_to_patient([[0, r, 0] for r in range(69)])[:, 1])
@@ -384,7 +367,7 @@ def test_pydicom_reads_our_file_without_warnings() -> None:
     ids=["HFS-descending", "HFS-ascending", "FFS"],
 )
 def test_dicompyler_reads_our_dose(
-    dicomparser: ModuleType, orientation: tuple[int, ...], slice_step: float
+    dicompyler: SimpleNamespace, orientation: tuple[int, ...], slice_step: float
 ) -> None:
     row_cos, col_cos = np.array(orientation[:3], float), np.array(orientation[3:], float)
     affine = np.eye(4)
@@ -392,7 +375,7 @@ def test_dicompyler_reads_our_dose(
     affine[:3, 1], affine[:3, 2], affine[:3, 3] = 1.5 * col_cos, 1.25 * row_cos, [-20.0, 40.0, -100.0]
     values = np.random.default_rng(7).uniform(0.0, 150.0, (5, 4, 6))
     written, dose = _round_trip(Volume(values, affine), StudyContext())
-    parser = dicomparser.DicomParser(written)
+    parser = dicompyler.dicomparser.DicomParser(written)
     data = parser.GetDoseData()
     assert data["frames"] == 5 and (data["rows"], data["columns"]) == (4, 6)
     col_x, row_y = data["lut"]
