@@ -44,7 +44,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "demo",
         help="write the bundled example case (CT, structures, seed plan) and inspect it",
         description="Write the bundled example case (a neck-like phantom CT, its RT Structure Set "
-        "and an I-125 seed RT Plan) to a folder and show what seedguide reads from it.",
+        "and an I-125 seed RT Plan) to OUT/example (replacing the .dcm files of an earlier run) "
+        "and show what seedguide reads from it.",
     )
     demo.add_argument(
         "--out", type=Path, default=Path("seedguide-demo"), help="folder to write (default: %(default)s)"
@@ -126,9 +127,15 @@ def _run_inspect(args: argparse.Namespace) -> int:
 def _run_demo(args: argparse.Namespace) -> int:
     from simulators.example import write_example
 
-    paths = write_example(args.out)
-    logger.info("wrote the example case (%d files) to %s", len(paths), args.out)
-    return _report(survey([args.out]), args.json)
+    folder = args.out / "example"
+    # The example's files get new UIDs on every run: replace the previous run's
+    # files rather than pile up several copies of the case.
+    stale = sorted(folder.glob("*.dcm")) if folder.is_dir() else []
+    for path in stale:
+        path.unlink()
+    paths = write_example(folder)
+    logger.info("wrote the example case (%d files) to %s", len(paths), folder)
+    return _report(survey([folder]), args.json)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -81,7 +81,10 @@ def test_missing_path_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFix
 def test_demo_writes_and_reads_back_the_example(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "demo"
     assert main(["demo", "--json", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["demo", "--json", "--out", str(out)]) == 0  # a second run replaces the first
     report = json.loads(capsys.readouterr().out)
+    assert report["files"] == 42
     (series,) = report["series"]
     assert series["shape"] == [40, 128, 128]
     assert series["spacing_mm"] == [2.5, 1.5, 1.5]
