@@ -31,7 +31,7 @@ Conventions (all visible in :class:`Tg43Options`):
 - F(r, theta): bilinear in r and theta; below the first radius nearest;
   beyond the last radius nearest ("nearest", default, TG-43U1 Appendix C:
   nearest-neighbour extrapolation of F) or linear from the last two radii
-  ("linear", the convention of a public 6711 along-away table, DOSE_NOTES).
+  ("linear", the convention of a public 6711 along-away table).
 - phi_an(r): linear in r, nearest outside the table.
 - r below the minimum radius (default L/2 + 0.5 mm, and not below the first
   g_L node): the point is moved out along its own direction to that radius

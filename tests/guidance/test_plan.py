@@ -37,7 +37,7 @@ def test_non_seed_isotopes_are_refused_by_name(written: str) -> None:
 
 
 def test_mean_life_of_i125() -> None:
-    # tau = T1/2 / ln 2 = 59.40 d * 24 h / 0.6931 = 2056.7 h (ARCHITECTURE.md, TG-43U1).
+    # tau = T1/2 / ln 2 = 59.40 d * 24 h / 0.6931 = 2056.7 h (TG-43U1).
     assert I125.mean_life_h == pytest.approx(2056.7, abs=0.05)
 
 
