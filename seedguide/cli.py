@@ -2,6 +2,7 @@
 
 ``seedguide inspect PATH...``  what a folder of DICOM files holds, and what is wrong with it
 ``seedguide demo``             the bundled example, written and inspected
+``seedguide node``             the DICOM node alone, as a service
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from dicom_node.server import add_arguments as add_node_arguments
+from dicom_node.server import run as run_node
 from guidance.dicomio.errors import DicomInputError
 from guidance.dicomio.survey import Survey, survey
 
@@ -51,6 +54,14 @@ def _build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=Path("seedguide-demo"), help="folder to write (default: %(default)s)"
     )
     demo.add_argument("--json", action="store_true", help="print the inspection as JSON")
+
+    node = commands.add_parser(
+        "node",
+        help="run the DICOM node alone: receive, store and announce series until SIGTERM",
+        description="Run the DICOM node (Verification and Storage SCP) as a service; "
+        "see docs/conformance.md.",
+    )
+    add_node_arguments(node)
     return parser
 
 
@@ -144,5 +155,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logging.DEBUG if args.verbose else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logger.debug("arguments: %s", vars(args))
-    handlers = {"inspect": _run_inspect, "demo": _run_demo}
+    handlers = {"inspect": _run_inspect, "demo": _run_demo, "node": run_node}
     return handlers[args.command](args)
