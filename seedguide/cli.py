@@ -13,12 +13,12 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
 
 from dicom_node.server import add_arguments as add_node_arguments
 from dicom_node.server import run as run_node
 from guidance.dicomio.errors import DicomInputError
 from guidance.dicomio.survey import Survey, survey
+from seedguide.survey_text import format_survey, has_problems
 
 logger = logging.getLogger(__name__)
 
@@ -65,65 +65,13 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _has_problems(result: Survey) -> bool:
-    groups = (result.series, result.structure_sets, result.plans, result.doses)
-    return any(item.problems for group in groups for item in group)
-
-
-def _print_survey(result: Survey, out: TextIO) -> None:
-    write = out.write
-    write(f"{result.files} DICOM file(s) under {', '.join(result.paths)}\n")
-    for s in result.series:
-        if s.readable and s.shape is not None and s.spacing_mm is not None:
-            write(
-                f"series {s.modality} {s.series_instance_uid} '{s.description}': {s.shape[0]} slices of "
-                f"{s.shape[1]}x{s.shape[2]}, spacing (slice, row, column) {s.spacing_mm} mm, "
-                f"first slice at {s.first_position_mm} mm, HU {s.hu_range}\n"
-            )
-        else:
-            write(
-                f"series {s.modality} {s.series_instance_uid} '{s.description}': {s.instances} instance(s)\n"
-            )
-        for problem in s.problems:
-            write(f"  PROBLEM: {problem}\n")
-    for ss in result.structure_sets:
-        names = ", ".join(f"{r.name} ({r.role}{', empty' if r.empty else ''})" for r in ss.structures)
-        write(f"structure set '{ss.label}' {ss.sop_instance_uid}: {len(ss.structures)} ROI(s): {names}\n")
-        for problem in ss.problems:
-            write(f"  PROBLEM: {problem}\n")
-    for p in result.plans:
-        if p.readable:
-            write(
-                f"plan '{p.label}' {p.sop_instance_uid} ({p.treatment_type}): {p.seeds} seed(s) of "
-                f"{'/'.join(p.isotopes) or '-'} (model {', '.join(p.source_models) or '-'}), "
-                f"strength {p.strengths_u} U at {p.strength_reference_datetime}, {p.needles} needle(s), "
-                f"prescription {p.prescription_gy if p.prescription_gy is not None else 'not given'} Gy\n"
-            )
-        else:
-            write(f"plan '{p.label}' {p.sop_instance_uid}: not usable\n")
-        for problem in p.problems:
-            write(f"  PROBLEM: {problem}\n")
-    for d in result.doses:
-        if d.readable:
-            write(
-                f"dose {d.sop_instance_uid}: grid {d.shape}, spacing {d.spacing_mm} mm, "
-                f"max {d.max_gy} Gy ({d.summation_type})\n"
-            )
-        else:
-            write(f"dose {d.sop_instance_uid}: not usable\n")
-        for problem in d.problems:
-            write(f"  PROBLEM: {problem}\n")
-    for path in result.unreadable:
-        write(f"not DICOM: {path}\n")
-
-
 def _report(result: Survey, as_json: bool) -> int:
     if as_json:
         json.dump(result.to_dict(), sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        _print_survey(result, sys.stdout)
-    return EXIT_PROBLEMS if _has_problems(result) else EXIT_OK
+        sys.stdout.write(format_survey(result))
+    return EXIT_PROBLEMS if has_problems(result) else EXIT_OK
 
 
 def _run_inspect(args: argparse.Namespace) -> int:
