@@ -38,6 +38,7 @@ from typing import Any
 from guidance import __version__
 from guidance.dose.dvh import DoseVolumeHistogramCurve, cumulative_dvh, isodose_volume
 from guidance.dose.limits import DoseLimits, LimitStatus, limit_status
+from guidance.provenance import Provenance
 from guidance.structure import Structure, StructureRole
 from guidance.volume import Volume
 
@@ -128,19 +129,6 @@ class LimitCheck:
         values = asdict(self)
         values["status"] = self.status.value
         return values
-
-
-@dataclass(frozen=True)
-class Provenance:
-    """How a stage's result was made: stage, parameters, version, time taken (STYLE 6)."""
-
-    stage: str
-    parameters: dict[str, Any]
-    version: str
-    elapsed_s: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -129,7 +129,7 @@ def test_plan_report_checks_limits_with_a_prior_dose(dose: Volume) -> None:
     assert decoded["worst_status"] == "warn"
     assert decoded["provenance"]["stage"] == "dose_metrics"
     assert decoded["provenance"]["parameters"]["sampling_mm"] == 0.5
-    assert decoded["provenance"]["elapsed_s"] > 0
+    assert decoded["provenance"]["seconds"] > 0
     assert decoded["targets"][0]["d90_gy"] == pytest.approx(report.targets[0].d90_gy)
     assert len(report.dvhs) == 2
 

@@ -1,0 +1,90 @@
+# mypy: disable-error-code="no-untyped-def"
+"""numba kernels of the rigid registration (private; called through guidance.registration).
+
+Compiled on first call (``njit`` without signatures, ``cache=True``), so importing
+guidance.registration does no JIT work. Each kernel is tested against numpy/scipy
+in tests/guidance/registration/test_kernels.py.
+
+- :func:`block_reduce`: mean of HU clipped to a window and max of raw HU over
+  non-overlapping blocks (the image pyramid and its metal map in one pass).
+- :func:`sample_trilinear`: trilinear value and its index-space gradient at points
+  given in mm, with a validity mask looked up at the nearest voxel.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+
+@numba.njit(cache=True, parallel=True)
+def block_reduce(image, factors, low, high):
+    """Block mean of clip(image, low, high) and block max of image; partial edge blocks dropped."""
+    fs, fr, fc = factors[0], factors[1], factors[2]
+    ns, nr, nc = image.shape[0] // fs, image.shape[1] // fr, image.shape[2] // fc
+    mean = np.empty((ns, nr, nc), dtype=np.float32)
+    peak = np.empty((ns, nr, nc), dtype=np.float32)
+    scale = 1.0 / (fs * fr * fc)
+    for s in numba.prange(ns):
+        for r in range(nr):
+            for c in range(nc):
+                total = 0.0
+                top = -np.inf
+                for i in range(s * fs, s * fs + fs):
+                    for j in range(r * fr, r * fr + fr):
+                        for k in range(c * fc, c * fc + fc):
+                            v = float(image[i, j, k])
+                            top = max(top, v)
+                            total += min(max(v, low), high)
+                mean[s, r, c] = total * scale
+                peak[s, r, c] = top
+    return mean, peak
+
+
+@numba.njit(cache=True)
+def sample_trilinear(volume, valid, matrix, points, values, gradients, ok):
+    """Trilinear samples of ``volume`` at ``matrix`` @ (points, 1) (index space).
+
+    ``values[i]`` and ``gradients[i]`` (d value / d index along s, r, c) are written where
+    the point lies within the voxel centres' span and its nearest voxel is ``valid``;
+    ``ok[i]`` says which points those are. Returns the number of ok points.
+    """
+    ns, nr, nc = volume.shape
+    count = 0
+    for i in range(points.shape[0]):
+        x, y, z = points[i, 0], points[i, 1], points[i, 2]
+        u = matrix[0, 0] * x + matrix[0, 1] * y + matrix[0, 2] * z + matrix[0, 3]
+        v = matrix[1, 0] * x + matrix[1, 1] * y + matrix[1, 2] * z + matrix[1, 3]
+        w = matrix[2, 0] * x + matrix[2, 1] * y + matrix[2, 2] * z + matrix[2, 3]
+        if not (0.0 <= u <= ns - 1 and 0.0 <= v <= nr - 1 and 0.0 <= w <= nc - 1):
+            ok[i] = False
+            continue
+        if not valid[int(u + 0.5), int(v + 0.5), int(w + 0.5)]:
+            ok[i] = False
+            continue
+        s0 = min(math.floor(u), max(ns - 2, 0))
+        r0 = min(math.floor(v), max(nr - 2, 0))
+        c0 = min(math.floor(w), max(nc - 2, 0))
+        s1, r1, c1 = min(s0 + 1, ns - 1), min(r0 + 1, nr - 1), min(c0 + 1, nc - 1)
+        a, b, c = u - s0, v - r0, w - c0
+        v000, v001 = volume[s0, r0, c0], volume[s0, r0, c1]
+        v010, v011 = volume[s0, r1, c0], volume[s0, r1, c1]
+        v100, v101 = volume[s1, r0, c0], volume[s1, r0, c1]
+        v110, v111 = volume[s1, r1, c0], volume[s1, r1, c1]
+        e00 = v000 + c * (v001 - v000)
+        e01 = v010 + c * (v011 - v010)
+        e10 = v100 + c * (v101 - v100)
+        e11 = v110 + c * (v111 - v110)
+        f0 = e00 + b * (e01 - e00)
+        f1 = e10 + b * (e11 - e10)
+        values[i] = f0 + a * (f1 - f0)
+        gradients[i, 0] = f1 - f0
+        gradients[i, 1] = (1.0 - a) * (e01 - e00) + a * (e11 - e10)
+        d0 = (1.0 - b) * (v001 - v000) + b * (v011 - v010)
+        d1 = (1.0 - b) * (v101 - v100) + b * (v111 - v110)
+        gradients[i, 2] = (1.0 - a) * d0 + a * d1
+        ok[i] = True
+        count += 1
+    return count

@@ -1,0 +1,189 @@
+"""Image pyramid levels of a CT for registration: block-averaged HU, metal zone, body.
+
+A :class:`Level` is one CT reduced to about the level's voxel size by averaging
+whole blocks of voxels (HU clipped to a window first, so a seed's 3071 HU cannot
+spread), with
+
+- its metal zone: blocks holding any voxel above the metal level, dilated by a
+  margin (seeds, needles and the worst of their streaks are left out), and
+- its body: the largest connected region above the body level after an in-plane
+  opening (:func:`body_mask`); everything else (CT couch, immobilisation, air) is set to air, so the
+  parts that stay put while the patient moves cannot pull the registration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from guidance.volume import Volume
+
+__all__ = ["Level", "block_factors", "body_mask", "crop_box", "prepare_level"]
+
+_AIR_HU = -1000.0
+
+
+@dataclass(frozen=True, eq=False)
+class Level:
+    """One pyramid level of a CT (arrays indexed slice, row, column).
+
+    Parameters
+    ----------
+    image : ndarray of float32
+        Block-averaged, windowed HU; outside the body set to air; blurred along the
+        axes where the other image is coarser.
+    affine : ndarray of shape (4, 4)
+        Level index -> LPS mm.
+    metal : ndarray of bool
+        Metal zone (metal blocks dilated by the margin).
+    body : ndarray of bool
+        The patient's body (largest connected region, opened).
+    """
+
+    image: NDArray[np.float32]
+    affine: NDArray[np.float64]
+    metal: NDArray[np.bool_]
+    body: NDArray[np.bool_]
+
+    @property
+    def spacing_mm(self) -> NDArray[np.float64]:
+        spacing: NDArray[np.float64] = np.linalg.norm(self.affine[:3, :3], axis=0)
+        return spacing
+
+
+def block_factors(
+    spacing_mm: NDArray[np.float64], level_mm: float, shape: tuple[int, ...]
+) -> NDArray[np.int64]:
+    """Whole block sizes that bring ``spacing_mm`` closest to ``level_mm`` (at least 1, at most the size)."""
+    factors = np.maximum(1, np.rint(level_mm / spacing_mm)).astype(np.int64)
+    result: NDArray[np.int64] = np.minimum(factors, np.asarray(shape, dtype=np.int64))
+    return result
+
+
+def crop_box(
+    volume: Volume, corners_mm: NDArray[np.float64], margin_mm: float
+) -> tuple[NDArray[np.int64], NDArray[np.int64]] | None:
+    """Index box [lo, hi) of ``volume`` holding the points ``corners_mm`` plus a margin, or None if empty."""
+    index = volume.patient_to_index(corners_mm)
+    margin = margin_mm / volume.spacing_mm
+    lo = np.maximum(np.floor(index.min(axis=0) - margin), 0).astype(np.int64)
+    hi = np.minimum(np.ceil(index.max(axis=0) + margin) + 1, volume.shape).astype(np.int64)
+    return (lo, hi) if np.all(hi > lo) else None
+
+
+def _disk(radius_px: int) -> NDArray[np.bool_]:
+    """In-plane disk (one slice thick) of the given radius in pixels."""
+    r = np.arange(-radius_px, radius_px + 1)
+    disk: NDArray[np.bool_] = (r[:, None] ** 2 + r[None, :] ** 2 <= radius_px**2)[np.newaxis]
+    return disk
+
+
+def body_mask(mask: NDArray[np.bool_], pixel_mm: float, opening_mm: float) -> NDArray[np.bool_]:
+    """The largest connected region of ``mask`` after an in-plane opening of radius ``opening_mm``.
+
+    The opening cuts the thin shell of the CT couch (and immobilisation straps) where
+    they touch the patient, so the couch is not part of the body; a dilation of the
+    same radius within ``mask`` then restores the skin surface the opening trimmed.
+    """
+    from scipy import ndimage
+
+    disk = _disk(max(1, round(opening_mm / pixel_mm)))
+    opened: NDArray[np.bool_] = np.asarray(ndimage.binary_opening(mask, structure=disk), dtype=bool)
+    labels, count = ndimage.label(opened)
+    if count == 0:
+        return opened
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)
+    sizes[0] = 0
+    largest = labels == int(np.argmax(sizes))
+    body: NDArray[np.bool_] = np.asarray(ndimage.binary_dilation(largest, structure=disk) & mask, dtype=bool)
+    return body
+
+
+def _coarse_body(mask: NDArray[np.bool_], pixel_mm: float, opening_mm: float) -> NDArray[np.bool_]:
+    """:func:`body_mask` computed on every k-th pixel (about 2 mm apart) and spread back, for speed."""
+    from scipy import ndimage
+
+    stride = max(1, int(2.0 / pixel_mm))
+    if stride == 1:
+        return body_mask(mask, pixel_mm, opening_mm)
+    coarse = body_mask(mask[:, ::stride, ::stride], pixel_mm * stride, opening_mm)
+    spread = np.repeat(np.repeat(coarse, stride, axis=1), stride, axis=2)[:, : mask.shape[1], : mask.shape[2]]
+    grown = ndimage.binary_dilation(spread, structure=_disk(stride), iterations=1)
+    body: NDArray[np.bool_] = np.asarray(grown & mask, dtype=bool)
+    return body
+
+
+def _dilate_mm(
+    mask: NDArray[np.bool_], spacing_mm: NDArray[np.float64], radius_mm: float
+) -> NDArray[np.bool_]:
+    from scipy import ndimage
+
+    if radius_mm <= 0 or not mask.any():
+        return mask
+    # Only around the metal: a distance transform of the whole level would cost far more.
+    reach = np.ceil(radius_mm / spacing_mm).astype(np.int64) + 1
+    found = np.argwhere(mask)
+    lo = np.maximum(found.min(axis=0) - reach, 0)
+    hi = np.minimum(found.max(axis=0) + reach + 1, mask.shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    zone = np.zeros(mask.shape, dtype=bool)
+    zone[box] = ndimage.distance_transform_edt(~mask[box], sampling=spacing_mm) <= radius_mm
+    return zone
+
+
+def prepare_level(
+    volume: Volume,
+    level_mm: float,
+    *,
+    box: tuple[NDArray[np.int64], NDArray[np.int64]] | None,
+    blur_mm: NDArray[np.float64],
+    metal_hu: float,
+    metal_margin_mm: float,
+    body_hu: float,
+    window_hu: tuple[float, float],
+    couch_opening_mm: float,
+) -> Level:
+    """Reduce ``volume`` (cropped to ``box``) to one pyramid level.
+
+    ``blur_mm`` is, per (slice, row, column) axis, the slice thickness (box width, mm)
+    of the other image when it is coarser: a box filter of that width along the axis
+    makes a thin-slice image look like the thick-slice one (5 mm planning CT against
+    1-3 mm intra-procedure scans, or the reverse).
+    """
+    from scipy import ndimage
+
+    from guidance.registration import _kernels
+
+    lo, hi = box if box is not None else (np.zeros(3, np.int64), np.asarray(volume.shape, np.int64))
+    array = volume.array[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+    if array.dtype not in (np.float32, np.int16):
+        array = array.astype(np.float32)
+    factors = block_factors(volume.spacing_mm, level_mm, array.shape)
+    mean, peak = _kernels.block_reduce(array, factors, float(window_hu[0]), float(window_hu[1]))
+    affine = np.array(volume.affine, dtype=np.float64)
+    affine[:3, 3] = affine[:3, :3] @ (lo + (factors - 1) / 2.0) + affine[:3, 3]
+    affine[:3, :3] = affine[:3, :3] * factors
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    metal = _dilate_mm(peak > metal_hu, spacing, metal_margin_mm)
+    body = _coarse_body(mean > body_hu, float(min(spacing[1], spacing[2])), couch_opening_mm)
+    keep = ndimage.binary_dilation(body)
+    image = np.where(keep, mean, np.float32(_AIR_HU)).astype(np.float32)
+    for axis in range(3):
+        weights = _box_weights(blur_mm[axis] / spacing[axis])
+        if len(weights) > 1:
+            image = ndimage.correlate1d(image, weights, axis=axis, mode="nearest")
+    return Level(image, affine, metal, body)
+
+
+def _box_weights(width_px: float) -> NDArray[np.float32]:
+    """Weights of a centred box ``width_px`` voxels wide (fractional ends); [1] for widths up to 1.2."""
+    if width_px <= 1.2:
+        return np.ones(1, dtype=np.float32)
+    half = width_px / 2.0
+    reach = int(np.ceil(half - 0.5))
+    k = np.arange(-reach, reach + 1, dtype=np.float64)
+    overlap = np.clip(np.minimum(k + 0.5, half) - np.maximum(k - 0.5, -half), 0.0, 1.0)
+    weights: NDArray[np.float32] = (overlap / overlap.sum()).astype(np.float32)
+    return weights
