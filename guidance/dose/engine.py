@@ -181,19 +181,18 @@ def _accumulate(
             out,
         )  # fmt: skip
         return
-    table: Any = _kernels.table_dose_rate
-    table(points_cm, seeds_cm, dirs, weights, is_line, *_table_args(source, options), out)
+    args = _table_args(source, options)
+    _kernels.run_dynamic(_kernels.table_dose_rate, points_cm, seeds_cm, dirs, weights, is_line, *args, out)
 
 
 def _table_args(source: SourceData, options: tg43.Tg43Options) -> tuple[Any, ...]:
-    from guidance.dose.lookup import build_lookup_table
+    from guidance.dose.lookup import build_lookup_table, kernel_table
 
-    table = build_lookup_table(source, options)
-    halves, n_a, n_q = table.line.shape
-    half_size = n_a * n_q if halves == 2 else 0
-    inv_da = 1.0 / table.a_step
-    flat = table.line.reshape(-1)
-    return (flat, n_q, half_size, table.point, table.a0, inv_da, table.r_min_cm, table.col_map)
+    table = kernel_table(build_lookup_table(source, options))
+    return (
+        table.pairs, table.n_q, table.half_offset, table.point, table.a0, table.inv_a_step, table.r_min_cm,
+        table.columns,
+    )  # fmt: skip
 
 
 # (source, seed centres cm, unit directions (0 for 1D seeds), is_line, strength weights)
@@ -301,8 +300,8 @@ def seed_contributions(
     out = np.zeros((points.shape[0], seeds_cm.shape[0]), dtype=np.float32)
     if out.size:
         args = _table_args(source, options or tg43.Tg43Options())
-        kernel: Any = _kernels.table_contributions
-        kernel(points / _MM_PER_CM, seeds_cm, dirs, weights, is_line, *args, out)
+        kernel = _kernels.table_contributions
+        _kernels.run_dynamic(kernel, points / _MM_PER_CM, seeds_cm, dirs, weights, is_line, *args, out)
     return out
 
 
@@ -357,14 +356,14 @@ def _accumulate_grid(
     if method is not DoseMethod.TABLE:
         _accumulate(_grid_points_cm(grid), seeds_cm, dirs, is_line, weights, source, method, options, out)
         return
-    if seeds_cm.shape[0] == 0:
+    if seeds_cm.shape[0] == 0 or out.size == 0:
         return
     from guidance.dose import _kernels
 
-    kernel: Any = _kernels.table_dose_rate_grid
     affine_cm = np.ascontiguousarray(grid.affine[:3] / _MM_PER_CM)
     _, n_rows, n_cols = grid.shape
-    kernel(n_rows, n_cols, affine_cm, seeds_cm, dirs, weights, is_line, *_table_args(source, options), out)
+    args = (n_rows, n_cols, affine_cm, seeds_cm, dirs, weights, is_line, *_table_args(source, options), out)
+    _kernels.run_dynamic(_kernels.table_dose_rate_grid, *args)
 
 
 def dose_on_grid(
@@ -438,15 +437,15 @@ def add_seeds(
         raise ValueError("dose volume has no 'quantity' metadata: make it with dose_on_grid or dose_of_plan")
     wanted = DoseQuantity(dose.metadata["quantity"])
     opts = options or tg43.Tg43Options()
-    source, seeds_cm, dirs, is_line, weights = _prepare(
+    prepared = _prepare(
         seed_positions_mm, seed_directions, strengths_u, source_model, wanted, implant_datetime,
         reference_datetime,
     )  # fmt: skip
+    # One copy of the existing dose (a Volume is immutable); the kernel then
+    # adds the new seeds in place, voxel positions from the affine.
     out = np.array(dose.array, dtype=np.float64).reshape(-1)
-    _accumulate(
-        _grid_points_cm(dose.grid), seeds_cm, dirs, is_line, weights, source, DoseMethod(method), opts, out
-    )
-    n_seeds = int(dose.metadata.get("n_seeds", 0)) + int(seeds_cm.shape[0])
+    _accumulate_grid(dose.grid, prepared, DoseMethod(method), opts, out)
+    n_seeds = int(dose.metadata.get("n_seeds", 0)) + int(prepared[1].shape[0])
     return dose.with_array(
         out.reshape(dose.shape), n_seeds=n_seeds, compute_time_s=time.perf_counter() - started
     )

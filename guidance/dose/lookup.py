@@ -28,6 +28,12 @@ about 1e-5 cGy/h per U).
 
 The table's accuracy against the exact formalism is measured by
 :func:`lookup_error` (reported by the tests and bench/dose.py).
+
+The numba kernels read the same table in another layout (:func:`kernel_table`):
+float32 values (relative rounding 6e-8, far below the table's error) with rows
+i and i + 1 interleaved, so that the four corners of a bilinear look-up are 16
+consecutive bytes (one cache line, mostly) and the table takes 3 MB per half
+instead of 6, and the column map as (column, increment) pairs.
 """
 
 from __future__ import annotations
@@ -42,7 +48,14 @@ from numpy.typing import NDArray
 from guidance.dose import tg43
 from guidance.dose.source_data import SourceData
 
-__all__ = ["LookupTable", "build_lookup_table", "lookup_dose_rate_per_u", "lookup_error"]
+__all__ = [
+    "KernelTable",
+    "LookupTable",
+    "build_lookup_table",
+    "kernel_table",
+    "lookup_dose_rate_per_u",
+    "lookup_error",
+]
 
 _R_MAX_CM = 20.0
 _A_STEP = 0.002  # in sqrt(cm): 0.02 mm steps at r = 2 mm, 0.18 mm at 20 cm
@@ -139,6 +152,55 @@ def build_lookup_table(source: SourceData, options: tg43.Tg43Options) -> LookupT
         r_min_cm=r_min,
         q_nodes=q_nodes,
         col_map=col_map,
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class KernelTable:
+    """A :class:`LookupTable` in the layout of the numba kernels (:func:`kernel_table`).
+
+    Parameters
+    ----------
+    pairs : ndarray of shape (halves * (n_a - 1) * n_q * 2,), float32
+        Element ``2 (n_q (h (n_a - 1) + i) + j)`` is ``line[h, i, j]``, the next
+        one ``line[h, i + 1, j]``: a look-up in cell (i, j) reads 4 consecutive values.
+    n_q : int
+        Columns.
+    half_offset : int
+        Start of the second half (cos theta < 0) in ``pairs``; 0 if symmetric.
+    point : ndarray of shape (n_a,), float64
+    columns : ndarray of shape (bins, 2), float64
+        Per bin of q: fractional column at the bin start, increment across the bin.
+    a0, inv_a_step, r_min_cm : float
+    """
+
+    pairs: NDArray[np.float32]
+    n_q: int
+    half_offset: int
+    point: NDArray[np.float64]
+    columns: NDArray[np.float64]
+    a0: float
+    inv_a_step: float
+    r_min_cm: float
+
+
+@functools.cache
+def kernel_table(table: LookupTable) -> KernelTable:
+    """The kernel layout of ``table`` (built once per table, then cached)."""
+    halves, n_a, n_q = table.line.shape
+    pairs = np.stack([table.line[:, :-1, :], table.line[:, 1:, :]], axis=-1).astype(np.float32).reshape(-1)
+    columns = np.stack([table.col_map[:-1], np.diff(table.col_map)], axis=-1)
+    for array in (pairs, columns):
+        array.setflags(write=False)
+    return KernelTable(
+        pairs=pairs,
+        n_q=n_q,
+        half_offset=(n_a - 1) * n_q * 2 if halves == 2 else 0,
+        point=table.point,
+        columns=columns,
+        a0=table.a0,
+        inv_a_step=1.0 / table.a_step,
+        r_min_cm=table.r_min_cm,
     )
 
 
