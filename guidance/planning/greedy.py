@@ -1,0 +1,241 @@
+"""Greedy seed selection on a dose-influence matrix, then a removal pass.
+
+The method (deterministic: ties go to the lowest candidate index):
+
+1. Each step scores every eligible candidate seed j by its coverage gain
+   ``sum_i w_i (min(D_i + A_ij, P) - min(D_i, P)) / P`` (cm^3 of target
+   brought to the prescription P, with partial credit for under-dosed points:
+   a concave, submodular surrogate of V100 that still ranks seeds while no
+   single seed lifts a point above P), minus penalties on the target volume
+   newly above 150% and 200% of P. D is the dose of the existing and chosen
+   seeds at the target sample points, A the influence matrix, w the sample
+   volumes (cm^3).
+2. Eligible: at least ``min_seed_distance_mm`` from every seed (existing and
+   new), on a track already used or on one whose path keeps
+   ``min_track_distance_mm`` from every used track, and not blocked by an
+   organ limit. The best-scored candidate is checked against the organ limits
+   (sampled D_v / Dmax / Dmean below ``organ_limit_factor`` x allowance); a
+   candidate that breaks one is blocked for good (organ doses only grow).
+3. Stop when the sampled D90 reaches the goal, when nothing eligible adds
+   coverage (organ limit or candidates exhausted), or at ``max_seeds``.
+4. Removal pass: chosen seeds, least useful first, are dropped while the
+   sampled D90 stays at the goal (fewer seeds, lower V150/V200).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from guidance.planning.result import Feasibility, PlacementOptions
+
+__all__ = ["OrganTerm", "Selection", "TargetTerm", "sampled_d90", "select_seeds"]
+
+
+@dataclass(frozen=True, eq=False)
+class TargetTerm:
+    """Target sample points: volumes (cm^3), fixed dose (Gy), influence (Gy per candidate)."""
+
+    weights_cc: NDArray[np.float64]
+    fixed_gy: NDArray[np.float64]
+    influence: NDArray[np.float32]
+
+
+@dataclass(frozen=True, eq=False)
+class OrganTerm:
+    """Organ sample points and its limits {metric: allowed Gy} (already minus prior dose)."""
+
+    name: str
+    weights_cc: NDArray[np.float64]
+    fixed_gy: NDArray[np.float64]
+    influence: NDArray[np.float32]
+    allowed_gy: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Chosen candidate indices, why the selection stopped, and the sampled D90."""
+
+    chosen: tuple[int, ...]
+    stop: Feasibility
+    blocking: str
+    sampled_d90_gy: float
+
+
+def sampled_d90(dose_gy: NDArray[np.float64], weights_cc: NDArray[np.float64]) -> float:
+    """Dose that at least 90% of the sampled volume receives, Gy."""
+    return _dose_at_volume(dose_gy, weights_cc, 0.9 * float(weights_cc.sum()))
+
+
+def _dose_at_volume(dose_gy: NDArray[np.float64], weights_cc: NDArray[np.float64], volume_cc: float) -> float:
+    order = np.argsort(-dose_gy, kind="stable")
+    cumulative = np.cumsum(weights_cc[order])
+    k = min(int(np.searchsorted(cumulative, volume_cc * (1 - 1e-12))), order.size - 1)
+    return float(dose_gy[order[k]])
+
+
+def organ_metric(dose_gy: NDArray[np.float64], weights_cc: NDArray[np.float64], metric: str) -> float | None:
+    """Sampled organ metric (d0_1cc_gy, d1cc_gy, d2cc_gy, dmax_gy, dmean_gy); None if undefined."""
+    if metric == "dmax_gy":
+        return float(dose_gy.max())
+    if metric == "dmean_gy":
+        return float(np.sum(dose_gy * weights_cc) / weights_cc.sum())
+    volume = {"d0_1cc_gy": 0.1, "d1cc_gy": 1.0, "d2cc_gy": 2.0}[metric]
+    if volume > weights_cc.sum():
+        return None
+    return _dose_at_volume(dose_gy, weights_cc, volume)
+
+
+def _organ_violation(organs: Sequence[OrganTerm], doses: list[NDArray[np.float64]], column: int) -> str:
+    """'<organ> <metric>' of the first limit the candidate would break, or ''."""
+    for organ, dose in zip(organs, doses, strict=True):
+        trial = dose + organ.influence[:, column]
+        for metric, allowed in organ.allowed_gy.items():
+            value = organ_metric(trial, organ.weights_cc, metric)
+            if value is not None and value > allowed:
+                return f"{organ.name} {metric}"
+    return ""
+
+
+def _scores(
+    target: TargetTerm, dose: NDArray[np.float64], columns: NDArray[np.intp], options: PlacementOptions
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """(score, coverage gain in cm^3) of each candidate column."""
+    p = options.prescription_gy
+    cold = dose < p
+    block = target.influence[np.ix_(cold, columns)].astype(np.float64)
+    base = dose[cold, np.newaxis]
+    gain = target.weights_cc[cold] @ (np.minimum(base + block, p) - base) / p
+    score = gain.copy()
+    for factor, weight in ((1.5, options.v150_weight), (2.0, options.v200_weight)):
+        if weight > 0:
+            below = dose < factor * p
+            hot = dose[below, np.newaxis] + target.influence[np.ix_(below, columns)] >= factor * p
+            score -= weight * (target.weights_cc[below] @ hot)
+    return score, gain
+
+
+@dataclass
+class _State:
+    dose: NDArray[np.float64]
+    organ_doses: list[NDArray[np.float64]]
+    chosen: list[int]
+    min_distance_mm: NDArray[np.float64]
+    blocked: NDArray[np.bool_]
+    track_allowed: NDArray[np.bool_]
+    used_tracks: set[int]
+    last_blocking: str = ""
+
+
+def _add(
+    state: _State,
+    j: int,
+    target: TargetTerm,
+    organs: Sequence[OrganTerm],
+    positions: NDArray[np.float64],
+    tracks: NDArray[np.intp],
+    conflicts: Callable[[int], set[int]],
+) -> None:
+    state.chosen.append(j)
+    state.dose = state.dose + target.influence[:, j]
+    state.organ_doses = [d + o.influence[:, j] for d, o in zip(state.organ_doses, organs, strict=True)]
+    distance = np.linalg.norm(positions - positions[j], axis=1)
+    state.min_distance_mm = np.minimum(state.min_distance_mm, distance)
+    track = int(tracks[j])
+    if track not in state.used_tracks:
+        state.used_tracks.add(track)
+        for other in conflicts(track) - state.used_tracks:
+            state.track_allowed[other] = False
+
+
+def _step(
+    state: _State,
+    target: TargetTerm,
+    organs: Sequence[OrganTerm],
+    tracks: NDArray[np.intp],
+    options: PlacementOptions,
+) -> int | Feasibility:
+    """Index of the next seed, or why there is none."""
+    eligible = (state.min_distance_mm >= options.min_seed_distance_mm - 1e-9) & state.track_allowed[tracks]
+    columns = np.flatnonzero(eligible & ~state.blocked)
+    if columns.size:
+        score, gain = _scores(target, state.dose, columns, options)
+        useful = gain > 1e-9
+        for k in np.argsort(-np.where(useful, score, -np.inf), kind="stable")[: int(useful.sum())]:
+            j = int(columns[k])
+            violation = _organ_violation(organs, state.organ_doses, j)
+            if not violation:
+                return j
+            state.blocked[j] = True
+            state.last_blocking = violation
+    if state.last_blocking and np.any(eligible & state.blocked):
+        return Feasibility.ORGAN_LIMIT
+    return Feasibility.CANDIDATES_EXHAUSTED
+
+
+def _remove_pass(state: _State, target: TargetTerm, goal_gy: float, p: float) -> None:
+    """Drop chosen seeds, least useful first, while the sampled D90 stays >= goal."""
+    changed = True
+    while changed and state.chosen:
+        changed = False
+        capped = np.minimum(state.dose, p)
+        loss = [
+            float(target.weights_cc @ (capped - np.minimum(state.dose - target.influence[:, j], p)))
+            for j in state.chosen
+        ]
+        for k in np.argsort(loss, kind="stable"):
+            j = state.chosen[int(k)]
+            trial = state.dose - target.influence[:, j]
+            if sampled_d90(trial, target.weights_cc) >= goal_gy:
+                state.chosen.remove(j)
+                state.dose = trial
+                changed = True
+                break
+
+
+def select_seeds(
+    target: TargetTerm,
+    organs: Sequence[OrganTerm],
+    positions_mm: NDArray[np.float64],
+    tracks: NDArray[np.intp],
+    conflicts: Callable[[int], set[int]],
+    fixed_positions_mm: NDArray[np.float64],
+    options: PlacementOptions,
+    *,
+    goal_gy: float,
+    start: Sequence[int] = (),
+) -> Selection:
+    """Greedy selection of candidate columns (see the module docstring), resuming from ``start``."""
+    n = positions_mm.shape[0]
+    min_distance = np.full(n, np.inf)
+    for point in fixed_positions_mm:
+        min_distance = np.minimum(min_distance, np.linalg.norm(positions_mm - point, axis=1))
+    n_tracks = int(tracks.max()) + 1 if n else 0
+    state = _State(
+        target.fixed_gy.copy(),
+        [o.fixed_gy.copy() for o in organs],
+        [],
+        min_distance,
+        np.zeros(n, dtype=bool),
+        np.ones(n_tracks, dtype=bool),
+        set(),
+    )
+    for j in start:
+        _add(state, j, target, organs, positions_mm, tracks, conflicts)
+    stop = Feasibility.REACHED
+    while sampled_d90(state.dose, target.weights_cc) < goal_gy:
+        if len(state.chosen) >= options.max_seeds:
+            stop = Feasibility.SEED_LIMIT
+            break
+        outcome = _step(state, target, organs, tracks, options)
+        if isinstance(outcome, Feasibility):
+            stop = outcome
+            break
+        _add(state, outcome, target, organs, positions_mm, tracks, conflicts)
+    if stop is Feasibility.REACHED:
+        _remove_pass(state, target, goal_gy, options.prescription_gy)
+    d90 = sampled_d90(state.dose, target.weights_cc)
+    return Selection(tuple(state.chosen), stop, state.last_blocking, d90)
