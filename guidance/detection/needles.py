@@ -1,0 +1,278 @@
+"""Needles in an intra-procedure CT: straight metal runs, their tip and skin entry.
+
+Method:
+
+1. Candidate points: voxels above ``metal_hu`` (needles fall in and out of it where
+   they cross slices or dark streaks; gaps up to ``max_gap_mm`` are bridged).
+2. Lines: :func:`guidance.detection.lines.find_line_runs` (RANSAC on the points in
+   LPS mm, refined by principal axes, cut at gaps; needles a few millimetres apart
+   stay apart because inliers lie within ``inlier_mm`` of the axis).
+3. Which end is the tip: the body is the largest connected region above ``body_hu``
+   (holes such as the airway filled, slice by slice); the end whose extension leaves
+   the body sooner is the entry side.
+4. Tip: along the axis, where the HU profile falls to half-way between the needle's
+   plateau and the tissue beyond (the half-maximum of a blurred edge lies on the edge).
+   A run that reaches the first or last slice is flagged ``tip_outside_scan``.
+5. Entry: walking from the tip towards the hub, the first point outside the body.
+
+Everything is measured in LPS mm through the CT's affine: any slice orientation,
+spacing or direction works.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+from numpy.typing import NDArray
+
+from guidance import __version__
+from guidance.detection.lines import LineRun, find_line_runs
+from guidance.detection.result import NEEDLE_STAGE, DetectedNeedle, NeedleDetection, NeedleOptions
+from guidance.provenance import Provenance
+from guidance.volume import Grid, Volume
+
+__all__ = ["body_mask", "detect_needles", "needle_mask"]
+
+logger = logging.getLogger(__name__)
+
+_BODY_PIXEL_MM = 2.0
+_STEP_MM = 0.25
+_PROFILE_REACH_MM = 12.0
+_HUB_MARGIN_MM = 60.0
+
+
+def body_mask(ct: Volume, *, body_hu: float = -400.0) -> tuple[NDArray[np.bool_], tuple[int, int]]:
+    """Coarse body mask (largest region above ``body_hu``, opened and holes filled per slice).
+
+    Returns the mask on the CT's slices with rows and columns taken every ``step``
+    voxels (about 2 mm) and the (row, column) step.
+    """
+    from scipy import ndimage
+
+    spacing = ct.spacing_mm
+    step_r = max(1, round(float(_BODY_PIXEL_MM / spacing[1])))
+    step_c = max(1, round(float(_BODY_PIXEL_MM / spacing[2])))
+    coarse = np.asarray(ct.array[:, ::step_r, ::step_c]) > body_hu
+    # An in-plane opening cuts thin things off the skin: needles outside the body, couch shells.
+    in_plane = np.zeros((3, 3, 3), dtype=bool)
+    in_plane[1] = True
+    coarse = ndimage.binary_opening(coarse, structure=in_plane)
+    labels, count = ndimage.label(coarse)
+    if count == 0:
+        return coarse, (step_r, step_c)
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    body = labels == int(np.argmax(sizes))
+    for s in range(body.shape[0]):
+        body[s] = ndimage.binary_fill_holes(body[s])
+    return body, (step_r, step_c)
+
+
+def _candidate_points(ct: Volume, opts: NeedleOptions) -> NDArray[np.float64]:
+    """Centres (LPS mm) of the voxels above ``metal_hu``."""
+    index = np.argwhere(np.asarray(ct.array) > opts.metal_hu)
+    return ct.index_to_patient(index.astype(np.float64)) if len(index) else np.zeros((0, 3))
+
+
+def _sample(ct: Volume, points_mm: NDArray[np.float64]) -> NDArray[np.float64]:
+    from scipy import ndimage
+
+    index = ct.patient_to_index(points_mm).T
+    values: NDArray[np.float64] = ndimage.map_coordinates(
+        np.asarray(ct.array, dtype=np.float32), index, order=1, mode="nearest"
+    ).astype(np.float64)
+    return values
+
+
+def _inside(
+    grid: Grid, points_mm: NDArray[np.float64], body: NDArray[np.bool_], steps: tuple[int, int]
+) -> NDArray[np.bool_]:
+    index = np.rint(grid.patient_to_index(points_mm) / np.array([1.0, steps[0], steps[1]])).astype(np.int64)
+    ok = np.all((index >= 0) & (index < np.array(body.shape)), axis=1)
+    inside = np.zeros(len(points_mm), dtype=bool)
+    inside[ok] = body[tuple(index[ok].T)]
+    return inside
+
+
+def _exit_distance(
+    grid: Grid,
+    origin: NDArray[np.float64],
+    direction: NDArray[np.float64],
+    body: NDArray[np.bool_],
+    steps: tuple[int, int],
+    reach_mm: float,
+) -> float:
+    """Distance from ``origin`` along ``direction`` to where the line leaves the body for good.
+
+    Air inside the body along the way (airway, sinus open to a slice edge) does not count:
+    the skin is the last crossing. Infinite when the line is still in the body where it
+    leaves the scan.
+    """
+    t = np.arange(0.0, reach_mm, 1.0)
+    points = origin + t[:, None] * direction
+    in_grid = grid.contains_index(grid.patient_to_index(points))
+    if not in_grid.any():
+        return float("inf")
+    last = int(np.flatnonzero(in_grid)[-1]) if in_grid[0] else 0
+    inside = _inside(grid, points[: last + 1], body, steps)
+    if inside[-1] and last + 1 < len(t):
+        return float("inf")
+    hits = np.flatnonzero(inside)
+    return float(t[hits[-1]] + 1.0) if len(hits) else 0.0
+
+
+def _half_level_edge(
+    ct: Volume, origin: NDArray[np.float64], direction: NDArray[np.float64]
+) -> tuple[float, float]:
+    """Offset (mm, along ``direction`` from ``origin``) where the profile falls to half, and the contrast."""
+    t = np.arange(-_PROFILE_REACH_MM, _PROFILE_REACH_MM + 1e-9, _STEP_MM)
+    profile = _sample(ct, origin + t[:, None] * direction)
+    plateau = float(np.median(profile[(t >= -_PROFILE_REACH_MM) & (t <= -3.0)]))
+    beyond = float(np.median(profile[t >= 5.0]))
+    half = 0.5 * (plateau + beyond)
+    start = int(np.searchsorted(t, -3.0))
+    below = np.flatnonzero(profile[start:] < half)
+    if len(below) == 0 or plateau <= beyond:
+        return 0.0, plateau - beyond
+    i = start + int(below[0])
+    # Linear interpolation between the last sample above and the first below the half level.
+    a, b = profile[i - 1], profile[i]
+    frac = (a - half) / (a - b) if a != b else 0.0
+    return float(t[i - 1] + frac * _STEP_MM), plateau - beyond
+
+
+def _at_slice_edge(grid: Grid, point_mm: NDArray[np.float64], margin: float = 1.0) -> bool:
+    index = grid.patient_to_index(point_mm)[0]
+    upper = np.asarray(grid.shape, dtype=np.float64) - 1.0
+    return bool(np.any(index <= margin) or np.any(index >= upper - margin))
+
+
+def _measure(
+    ct: Volume, run: LineRun, body: NDArray[np.bool_], steps: tuple[int, int], opts: NeedleOptions
+) -> DetectedNeedle:
+    grid = ct.grid
+    ends = [run.centre_mm + run.start_mm * run.direction, run.centre_mm + run.stop_mm * run.direction]
+    exits = [_exit_distance(grid, ends[0], -run.direction, body, steps, 200.0),
+             _exit_distance(grid, ends[1], run.direction, body, steps, 200.0)]  # fmt: skip
+    tip_side = 1 if exits[0] <= exits[1] else 0
+    direction = run.direction if tip_side == 1 else -run.direction
+    hub_end, tip_end = ends[1 - tip_side], ends[tip_side]
+    reasons: list[str] = []
+    tip_outside = _at_slice_edge(grid, tip_end)
+    if tip_outside:
+        tip = tip_end
+        reasons.append("tip outside the scanned range")
+    else:
+        offset, contrast = _half_level_edge(ct, tip_end, direction)
+        tip = tip_end + offset * direction
+        if contrast < 0.5 * (opts.metal_hu - opts.body_hu):
+            reasons.append(f"low contrast at the tip ({contrast:.0f} HU)")
+    exit_mm = _exit_distance(grid, tip, -direction, body, steps, 400.0)
+    entry_in_scan = np.isfinite(exit_mm)
+    entry = tip - (exit_mm - 0.5) * direction if entry_in_scan else hub_end
+    if not entry_in_scan:
+        reasons.append("skin entry not in the scan: entry is the last needle point seen")
+    confidence = _confidence(run, reasons, opts)
+    return DetectedNeedle(
+        entry, tip, direction, float(np.linalg.norm(tip - entry)), confidence, tuple(reasons),
+        tip_outside, bool(entry_in_scan), run.points_mm,
+    )  # fmt: skip
+
+
+def _confidence(run: LineRun, reasons: list[str], opts: NeedleOptions) -> float:
+    confidence = 1.0
+    if run.length_mm < 1.5 * opts.min_length_mm:
+        reasons.append(f"short run ({run.length_mm:.0f} mm)")
+        confidence *= 0.7
+    if run.rms_mm > 0.5 * opts.inlier_mm:
+        reasons.append(f"points spread about the axis (rms {run.rms_mm:.2f} mm): bent or not a needle")
+        confidence *= 0.7
+    if run.shell_ratio > 0.5:
+        reasons.append("metal all around the axis: may be a plate or bone, not a needle")
+        confidence *= 0.5
+    if any(r.startswith(("tip outside", "skin entry", "low contrast")) for r in reasons):
+        confidence *= 0.8
+    return confidence
+
+
+def detect_needles(ct: Volume, *, options: NeedleOptions | None = None) -> NeedleDetection:
+    """Find the needles in a CT scan.
+
+    Parameters
+    ----------
+    ct : Volume
+        The intra-procedure CT in HU, array (slice, row, column), any orientation.
+    options : NeedleOptions, optional
+
+    Returns
+    -------
+    NeedleDetection
+        Needles in LPS mm of the scan frame, longest support first, with confidence.
+
+    Raises
+    ------
+    ValueError
+        If ``ct`` is not a 3-D volume of finite HU.
+    """
+    opts = options or NeedleOptions()
+    started = time.perf_counter()
+    _validate_ct(ct)
+    points = _candidate_points(ct, opts)
+    runs = find_line_runs(
+        points, min_length_mm=opts.min_length_mm, inlier_mm=opts.inlier_mm, max_gap_mm=opts.max_gap_mm,
+        trials=opts.ransac_trials, random_seed=opts.random_seed, max_lines=opts.max_needles,
+    ) if len(points) else []  # fmt: skip
+    notes: list[str] = []
+    needles: tuple[DetectedNeedle, ...] = ()
+    if runs:
+        body, steps = body_mask(ct, body_hu=opts.body_hu)
+        if not body.any():
+            notes.append(f"no body above {opts.body_hu} HU: entries are the needles' outer ends")
+        needles = tuple(_measure(ct, run, body, steps, opts) for run in runs)
+    seconds = time.perf_counter() - started
+    logger.info("found %d needles in %.2f s (%d metal points)", len(needles), seconds, len(points))
+    return NeedleDetection(
+        needles, tuple(notes), Provenance(NEEDLE_STAGE, opts.to_dict(), __version__, seconds)
+    )
+
+
+def _validate_ct(ct: Volume) -> None:
+    if not isinstance(ct, Volume):
+        raise TypeError(f"ct must be a guidance.volume.Volume; got {type(ct).__name__}")
+    if not np.issubdtype(ct.array.dtype, np.number) or np.issubdtype(ct.array.dtype, np.complexfloating):
+        raise ValueError(f"ct array must hold real HU values; got dtype {ct.array.dtype}")
+
+
+def needle_mask(detection: NeedleDetection, grid: Grid, *, radius_mm: float = 2.5) -> NDArray[np.bool_]:
+    """Voxels of ``grid`` within ``radius_mm`` of a detected needle, from its tip to 60 mm past the entry.
+
+    Beyond the entry the needle (and its hub) is outside the body, where no seed lies.
+
+        Pass it to :func:`guidance.detection.detect_seeds` as ``exclude_mask``.
+    """
+    mask = np.zeros(grid.shape, dtype=bool)
+    for needle in detection.needles:
+        reach = float(np.linalg.norm(needle.entry_mm - needle.tip_mm)) + _HUB_MARGIN_MM
+        outer = needle.tip_mm - reach * needle.direction
+        _paint_segment(mask, grid, outer, needle.tip_mm, radius_mm)
+    return mask
+
+
+def _paint_segment(
+    mask: NDArray[np.bool_], grid: Grid, a: NDArray[np.float64], b: NDArray[np.float64], radius_mm: float
+) -> None:
+    length = float(np.linalg.norm(b - a))
+    axis = (b - a) / max(length, 1e-9)
+    samples = a + np.arange(0.0, length + _STEP_MM, 0.5)[:, None] * axis
+    centres = np.rint(grid.patient_to_index(samples)).astype(np.int64)
+    half = np.ceil(radius_mm / grid.spacing_mm).astype(np.int64)
+    offsets = np.stack(np.meshgrid(*(np.arange(-h, h + 1) for h in half), indexing="ij"), -1).reshape(-1, 3)
+    # Samples 0.5 mm apart inside boxes reaching radius_mm: every voxel near the axis is covered.
+    candidates = (centres[:, None, :] + offsets).reshape(-1, 3)
+    candidates = candidates[np.all((candidates >= 0) & (candidates < np.array(grid.shape)), axis=1)]
+    w = grid.index_to_patient(candidates.astype(np.float64)) - a
+    t = np.clip(w @ axis, 0.0, length)
+    near = np.linalg.norm(w - t[:, None] * axis, axis=1) <= radius_mm
+    mask[tuple(candidates[near].T)] = True

@@ -1,0 +1,78 @@
+"""Needle detection against simulator ground truth; needle mask feeding seed detection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from guidance.detection import NeedleDetection, NeedleOptions, detect_needles, detect_seeds, needle_mask
+from tests.guidance.detection import scenes
+
+
+@pytest.fixture(scope="module", params=[1.0, 2.0])
+def inserted(request: pytest.FixtureRequest) -> tuple[scenes.Scene, NeedleDetection]:
+    """Two lateral needles 5 mm apart and an anterior one whose tip lies below the scan."""
+    model = scenes.patient()
+    c = model.tumour.centre_mm
+    grid = scenes.scan_grid(c, thickness_mm=request.param, slices=int(48 / request.param))
+    entries = np.array(
+        [[80.0, c[1], c[2] - 3], [80.0, c[1] + 5, c[2] - 3], [c[0] - 10, c[1] - 75, c[2] + 10]]
+    )
+    tips = np.array(
+        [[c[0] + 8, c[1] + 2, c[2] + 4], [c[0] + 8, c[1] + 7, c[2] + 3], [c[0] - 4, c[1] + 5, c[2] - 30]]
+    )
+    seeds = (np.array([c + np.array([-6.0, 0.0, 12.0])]), np.array([[1.0, 0.0, 0.0]]))
+    scene = scenes.render(model, grid, seeds=seeds, needles=(entries, tips), noise_seed=3)
+    return scene, detect_needles(scene.volume)
+
+
+def _pair(scene: scenes.Scene, found: NeedleDetection, k: int) -> int:
+    """Index of the detected needle nearest the true needle k (distance of the true tip to its axis)."""
+    distance = [float(n.distance_mm(scene.needle_tips_mm[k : k + 1])[0]) for n in found.needles]
+    return int(np.argmin(distance))
+
+
+def test_all_found_and_separated(inserted: tuple[scenes.Scene, NeedleDetection]) -> None:
+    scene, found = inserted
+    assert len(found.needles) == 3
+    assert len({_pair(scene, found, k) for k in range(3)}) == 3
+
+
+def test_tip_and_angle_errors(inserted: tuple[scenes.Scene, NeedleDetection]) -> None:
+    scene, found = inserted
+    for k in range(2):
+        needle = found.needles[_pair(scene, found, k)]
+        truth = scene.needle_tips_mm[k] - scene.needle_entries_mm[k]
+        truth /= np.linalg.norm(truth)
+        assert np.linalg.norm(needle.tip_mm - scene.needle_tips_mm[k]) < 1.5
+        assert np.degrees(np.arccos(min(1.0, float(needle.direction @ truth)))) < 3.0
+        assert not needle.tip_outside_scan and needle.entry_in_scan
+        assert 60.0 < needle.length_in_body_mm < 110.0
+        assert needle.confidence > 0.5
+
+
+def test_tip_outside_scan_flagged(inserted: tuple[scenes.Scene, NeedleDetection]) -> None:
+    scene, found = inserted
+    needle = found.needles[_pair(scene, found, 2)]
+    assert needle.tip_outside_scan
+    assert any("outside the scanned range" in r for r in needle.reasons)
+    truth = scene.needle_tips_mm[2] - scene.needle_entries_mm[2]
+    truth /= np.linalg.norm(truth)
+    assert np.degrees(np.arccos(min(1.0, float(needle.direction @ truth)))) < 3.0
+
+
+def test_needle_mask_keeps_needles_out_of_seeds(inserted: tuple[scenes.Scene, NeedleDetection]) -> None:
+    scene, found = inserted
+    mask = needle_mask(found, scene.volume.grid)
+    seeds = detect_seeds(scene.volume, exclude_mask=mask)
+    nearest = np.linalg.norm(seeds.positions_mm - scene.seeds_mm[0], axis=1)
+    assert len(seeds.seeds) == 1 and float(nearest.min()) < 1.0
+
+
+def test_empty_scan_and_options() -> None:
+    model = scenes.patient()
+    grid = scenes.scan_grid(model.tumour.centre_mm, size=64, pixel_mm=2.0, slices=6)
+    scene = scenes.render(model, grid, noise_seed=1)
+    assert detect_needles(scene.volume).needles == ()
+    with pytest.raises(ValueError, match=r"NeedleOptions\.inlier_mm"):
+        NeedleOptions(inlier_mm=0.0)

@@ -1,0 +1,138 @@
+"""Seed detection against simulator ground truth and on a hand-made (non-simulated) volume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+from scipy import ndimage
+
+from guidance.detection import SeedDetection, SeedOptions, detect_seeds
+from guidance.volume import Grid, Volume
+from tests.guidance.detection import scenes
+
+
+def _match(
+    truth: NDArray[np.float64], found: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.int64], int]:
+    """Nearest found seed of each true seed, its index, and the found seeds 2 mm from any truth."""
+    distance = np.linalg.norm(truth[:, None, :] - found[None, :, :], axis=2)
+    false_positives = int(np.count_nonzero(distance.min(axis=0) > 2.0))
+    return distance.min(axis=1), distance.argmin(axis=1).astype(np.int64), false_positives
+
+
+def _implant(thickness_mm: float) -> tuple[scenes.Scene, int, int]:
+    """25 separate seeds plus an end-to-end pair and a side-by-side triple in the tumour."""
+    model = scenes.patient()
+    centre = model.tumour.centre_mm
+    rng = np.random.default_rng(0)
+    grid = scenes.scan_grid(centre, thickness_mm=thickness_mm, slices=int(48 / thickness_mm))
+    seeds, directions = scenes.seed_cloud(rng, centre, 25, half_extent_mm=(15.0, 15.0, 16.0))
+    x = np.array([1.0, 0.0, 0.0])
+    pair = centre + np.array([12.0, 18.0, 0.0])
+    triple = centre + np.array([-14.0, 18.0, 5.0])
+    extra = np.array(
+        [pair, pair + 4.6 * x, triple, triple + np.array([0, 0.9, 0]), triple + np.array([0, 1.8, 0])]
+    )
+    seeds = np.vstack([seeds, extra])
+    directions = np.vstack([directions, np.tile(x, (5, 1))])
+    return scenes.render(model, grid, seeds=(seeds, directions), noise_seed=7), 25, 5
+
+
+@pytest.fixture(scope="module", params=[1.0, 2.0, 5.0])
+def implant(request: pytest.FixtureRequest) -> tuple[float, scenes.Scene, SeedDetection]:
+    scene, _, _ = _implant(request.param)
+    return request.param, scene, detect_seeds(scene.volume)
+
+
+def test_rates_and_position_errors(implant: tuple[float, scenes.Scene, SeedDetection]) -> None:
+    thickness, scene, found = implant
+    nearest, _, false_positives = _match(scene.seeds_mm, found.positions_mm)
+    detected = nearest < 2.0
+    assert detected.mean() >= 0.95
+    assert float(nearest[detected].mean()) < (1.0 if thickness <= 2.0 else 1.5)
+    assert false_positives <= max(1, round(0.05 * len(scene.seeds_mm)) + 1)
+
+
+def test_touching_pair_and_triple_split(implant: tuple[float, scenes.Scene, SeedDetection]) -> None:
+    thickness, scene, found = implant
+    if thickness > 2.0:
+        pytest.skip("5 mm slices merge neighbouring seeds along z; counted in the rate test")
+    sizes = sorted(s.cluster_size for s in found.seeds if s.split_from_cluster)
+    assert sizes == [2, 2, 3, 3, 3]
+    nearest, _, _ = _match(scene.seeds_mm[-5:], found.positions_mm)
+    assert np.all(nearest < 1.5)
+
+
+def test_orientation_where_known(implant: tuple[float, scenes.Scene, SeedDetection]) -> None:
+    thickness, scene, found = implant
+    nearest, index, _ = _match(scene.seeds_mm, found.positions_mm)
+    angles = []
+    for i, j in enumerate(index):
+        seed = found.seeds[j]
+        if nearest[i] < 2.0 and seed.orientation_known:
+            cosine = min(1.0, abs(float(seed.direction @ scene.seed_directions[i])))
+            angles.append(np.degrees(np.arccos(cosine)))
+    assert len(angles) >= (0.7 if thickness <= 2.0 else 0.4) * len(scene.seeds_mm)
+    assert float(np.median(angles)) < 15.0
+    assert float(np.percentile(angles, 90)) < (20.0 if thickness <= 2.0 else 35.0)
+
+
+def test_confidence_and_provenance(implant: tuple[float, scenes.Scene, SeedDetection]) -> None:
+    _, _, found = implant
+    for seed in found.seeds:
+        assert 0.0 <= seed.confidence <= 1.0
+        assert (seed.confidence < 1.0) == bool(seed.reasons)
+    assert found.provenance.stage == "detection.seeds"
+    assert found.single_seed_integral > 0
+
+
+def _ellipsoid_phantom(rng: np.random.Generator) -> tuple[Volume, NDArray[np.float64]]:
+    """Bright ellipsoids (5 x 1.6 mm, 2500 HU over 0, smoothed) in noise on an oblique, anisotropic grid."""
+    shape = (40, 96, 96)
+    spacing = np.array([1.5, 0.7, 0.7])
+    angle = np.radians(20.0)
+    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.diag(spacing)
+    affine[:3, 3] = [-30.0, 12.0, 100.0]
+    grid = Grid(shape, affine)
+    centres = grid.index_to_patient(rng.uniform([6, 12, 12], [34, 84, 84], size=(60, 3)))
+    keep: list[NDArray[np.float64]] = []
+    for c in centres:
+        if all(np.linalg.norm(c - k) > 9.0 for k in keep):
+            keep.append(c)
+    points = grid.voxel_centres_mm()
+    image = rng.normal(0.0, 25.0, size=shape)
+    for c in keep:
+        axis = rng.normal(size=3)
+        axis /= np.linalg.norm(axis)
+        offset = points - c
+        along = offset @ axis
+        radial_sq = np.sum(offset**2, axis=-1) - along**2
+        image[(along / 2.5) ** 2 + radial_sq / 0.8**2 <= 1.0] += 2500.0
+    image = ndimage.gaussian_filter(image, sigma=0.7 / spacing)
+    return Volume(image.astype(np.float32), affine), np.array(keep)
+
+
+def test_hand_made_ellipsoids_in_noise() -> None:
+    volume, truth = _ellipsoid_phantom(np.random.default_rng(5))
+    found = detect_seeds(volume)
+    nearest, _, false_positives = _match(truth, found.positions_mm)
+    assert np.all(nearest < 1.0)
+    assert false_positives == 0
+
+
+def test_exclude_mask_removes_seeds_and_bad_shape_is_rejected() -> None:
+    volume, truth = _ellipsoid_phantom(np.random.default_rng(6))
+    index = np.rint(volume.patient_to_index(truth[0])).astype(int)[0]
+    mask = np.zeros(volume.shape, dtype=bool)
+    mask[tuple(slice(max(0, i - 5), i + 6) for i in index)] = True
+    found = detect_seeds(volume, exclude_mask=mask, options=SeedOptions(single_seed_integral=None))
+    nearest, _, _ = _match(truth[:1], found.positions_mm)
+    assert nearest[0] > 3.0
+    assert any("absorbed" in note for note in found.notes)
+    with pytest.raises(ValueError, match="exclude_mask has shape"):
+        detect_seeds(volume, exclude_mask=mask[1:])
+    with pytest.raises(ValueError, match=r"SeedOptions\.max_cluster"):
+        SeedOptions(max_cluster=0)
