@@ -2,11 +2,14 @@
 
 A 200-slice 512 x 512 16-bit CT series (~105 MB) is written with pydicom, then
 sent by ``storescu`` alternately to our node (``python -m dicom_node``, fsync
-before every success) and to ``storescp`` (``--output-directory``, no fsync),
-``--rounds`` times each, with TCP_NODELAY set for the dcmtk tools. Prints the
-seconds and MB/s of each run and the ratio of the medians.
+before every success), to ``storescp`` (``--output-directory``, no fsync) and
+to a pynetdicom SCP whose handler stores nothing (the ceiling pynetdicom's
+reactor sets for any handler), ``--rounds`` times each, with TCP_NODELAY set
+for the dcmtk tools. storescu sends 128 KB PDUs to every receiver (dcmtk's
+largest; the receivers accept them). Prints the seconds and MB/s of each run,
+the load average, and the ratios of the medians.
 
-    .venv/bin/python bench/node.py [--slices 200] [--rounds 2] [--max-pdu 0]
+    .venv/bin/python bench/node.py [--slices 200] [--rounds 2] [--max-pdu 0] [--baseline CHECKOUT]
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydicom import dcmwrite
@@ -84,19 +88,42 @@ def send(files: list[Path], port: int, env: dict[str, str]) -> float:
     return time.perf_counter() - start
 
 
-def run_once(kind: str, files: list[Path], work: Path, env: dict[str, str], max_pdu: int) -> float:
+def null_scp(port: int) -> int:
+    """A pynetdicom Storage SCP answering success without storing (``--null-scp PORT``); runs until killed."""
+    from pynetdicom import AE, AllStoragePresentationContexts, evt
+
+    def handle(event: Any) -> int:
+        event.encoded_dataset(include_meta=False)
+        return 0x0000
+
+    ae = AE(ae_title="SEEDGUIDE")
+    ae.supported_contexts = AllStoragePresentationContexts
+    ae.maximum_pdu_size = 0
+    ae.start_server(("127.0.0.1", port), evt_handlers=[(evt.EVT_C_STORE, handle)])
+    return 0
+
+
+def run_once(kind: str, files: list[Path], work: Path, env: dict[str, str], max_pdu: int,
+             baseline: Path | None = None) -> float:
     """Start a fresh receiver of `kind`, send the series, stop it; return seconds."""
     port, out = free_port(), work / f"{kind}-out"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir()
+    cwd = ROOT
+    if kind == "baseline" and baseline is not None:  # another checkout of the node, e.g. the last commit
+        cwd, env = baseline, dict(env, PYTHONPATH=str(baseline))
+        kind = "node"
     if kind == "node":
         command = [sys.executable, "-m", "dicom_node", "--port", str(port), "--store", str(out),
                    "--max-pdu", str(max_pdu), "--quiet-period", "1"]
+    elif kind == "pynetdicom":
+        command = [sys.executable, str(Path(__file__).resolve()), "--null-scp", str(port)]
     else:
         command = ["storescp", "-aet", "SEEDGUIDE", "--output-directory", str(out), "--max-pdu", "131072",
                    str(port)]
+    os.sync()  # no receiver waits behind the writeback of the previous one's files
     log = (work / f"{kind}.log").open("ab")
-    proc = subprocess.Popen(command, env=env, stdout=log, stderr=log, cwd=ROOT)
+    proc = subprocess.Popen(command, env=env, stdout=log, stderr=log, cwd=cwd)
     try:
         wait_listening(port)
         seconds = send(files, port, env)
@@ -105,7 +132,7 @@ def run_once(kind: str, files: list[Path], work: Path, env: dict[str, str], max_
         proc.wait(30)
         log.close()
     stored = sum(1 for p in out.rglob("*") if p.is_file() and re.search(r"(\.dcm|^CT\.)", p.name))
-    if stored != len(files):
+    if kind != "pynetdicom" and stored != len(files):
         raise RuntimeError(f"{kind} stored {stored} of {len(files)} files")
     return seconds
 
@@ -133,7 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--max-pdu", type=int, default=0, help="our node's max PDU (0 = unlimited)")
     parser.add_argument("--work", type=Path, default=None, help="work folder (default: a temporary one)")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="also run the node of this checkout (e.g. `git worktree` of the last commit)")
+    parser.add_argument("--null-scp", type=int, default=None, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.null_scp is not None:
+        return null_scp(args.null_scp)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if shutil.which("storescu") is None or shutil.which("storescp") is None:
         logger.error("dcmtk (storescu, storescp) is not installed: apt-get install dcmtk")
@@ -147,17 +179,24 @@ def main(argv: list[str] | None = None) -> int:
         files = sorted(series.glob("*.dcm"))
         megabytes = total / 1e6
         logger.info("series: %d slices, %.1f MB", len(files), megabytes)
+        os.sync()
         fsync_s = measure_fsync(work, total // len(files))
         logger.info("write+fsync+rename+fsync(dir) of one slice: %.2f ms", fsync_s * 1e3)
-        times: dict[str, list[float]] = {"node": [], "storescp": []}
+        times: dict[str, list[float]] = {"node": [], "storescp": [], "pynetdicom": []}
+        if args.baseline is not None:
+            times["baseline"] = []
         for _ in range(args.rounds):
-            for kind in ("node", "storescp"):
-                seconds = run_once(kind, files, work, env, args.max_pdu)
+            for kind in times:
+                seconds = run_once(kind, files, work, env, args.max_pdu, args.baseline)
                 times[kind].append(seconds)
-                logger.info("%-9s %6.2f s  %7.1f MB/s", kind, seconds, megabytes / seconds)
-    node, dcmtk = statistics.median(times["node"]), statistics.median(times["storescp"])
-    logger.info("median: node %.2f s (%.1f MB/s), storescp %.2f s (%.1f MB/s); node / storescp throughput "
-                "= %.2f", node, megabytes / node, dcmtk, megabytes / dcmtk, dcmtk / node)
+                logger.info("%-10s %6.2f s  %7.1f MB/s  (load %.2f)", kind, seconds, megabytes / seconds,
+                            os.getloadavg()[0])
+    node, dcmtk, null = (statistics.median(times[k]) for k in ("node", "storescp", "pynetdicom"))
+    for kind, runs in times.items():
+        logger.info("median %-10s %6.2f s  %7.1f MB/s", kind, statistics.median(runs),
+                    megabytes / statistics.median(runs))
+    logger.info("throughput ratios: node / storescp = %.2f; pynetdicom storing nothing / storescp = %.2f; "
+                "node / pynetdicom storing nothing = %.2f", dcmtk / node, dcmtk / null, null / node)
     return 0
 
 
