@@ -2,6 +2,8 @@
 
 ``python -m simulators push DIR --to HOST:PORT``    send a folder of DICOM files like a scanner
 ``python -m simulators replay DIR --to HOST:PORT``  re-send a recorded session with its timing
+``python -m simulators case --out DIR --seed N``    write a synthetic case (plan, scans, ground truth)
+``python -m simulators procedure --to HOST:PORT``   stream a synthetic procedure live (plan, then scans)
 
 Exit status: 0 when every instance was stored, 1 when some were not, 2 for
 bad arguments or unreadable input.
@@ -13,8 +15,11 @@ import argparse
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from guidance.dicomio.errors import DicomInputError
+from simulators.case import CaseSize, stream_case, write_case
+from simulators.procedure import ScenarioName
 from simulators.push import (
     AssociationMode,
     PushOptions,
@@ -52,17 +57,25 @@ def _add_push_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--to", required=True, type=_address, metavar="HOST:PORT", help="the Storage SCP")
     parser.add_argument("--called-ae", default="SEEDGUIDE", help="called AE title (default %(default)s)")
     parser.add_argument("--calling-ae", default="SIMULATOR", help="calling AE title (default %(default)s)")
-    parser.add_argument("--per-image", action="store_true",
-                        help="one association per image (default: per series)")
-    parser.add_argument("--order", choices=[o.value for o in SliceOrder], default=SliceOrder.POSITION.value,
-                        help="slice order within a series (default %(default)s)")
+    parser.add_argument(
+        "--per-image", action="store_true", help="one association per image (default: per series)"
+    )
+    parser.add_argument(
+        "--order",
+        choices=[o.value for o in SliceOrder],
+        default=SliceOrder.POSITION.value,
+        help="slice order within a series (default %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of shuffles and duplicates (default 0)")
-    parser.add_argument("--duplicates", type=int, default=0, metavar="K",
-                        help="resend K instances per series")
-    parser.add_argument("--rate", type=_positive, metavar="IMAGES_PER_S",
-                        help="pace (default: as fast as possible)")
-    parser.add_argument("--attempts", type=int, default=3,
-                        help="sends per instance before giving up (default 3)")
+    parser.add_argument(
+        "--duplicates", type=int, default=0, metavar="K", help="resend K instances per series"
+    )
+    parser.add_argument(
+        "--rate", type=_positive, metavar="IMAGES_PER_S", help="pace (default: as fast as possible)"
+    )
+    parser.add_argument(
+        "--attempts", type=int, default=3, help="sends per instance before giving up (default 3)"
+    )
     parser.add_argument("--backoff", type=float, default=0.25, metavar="S", help="first retry wait (doubles)")
     parser.add_argument("--tls-ca", type=Path, help="CA certificates (PEM); enables TLS")
     parser.add_argument("--tls-cert", type=Path, help="client certificate (PEM)")
@@ -74,19 +87,85 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m simulators", description="Push DICOM like a scanner.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug log output")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    push_parser = commands.add_parser("push", help="send a folder of DICOM files to a Storage SCP",
-                                      description="Send DICOM files as a scanner would (C-STORE SCU).")
+    push_parser = commands.add_parser(
+        "push",
+        help="send a folder of DICOM files to a Storage SCP",
+        description="Send DICOM files as a scanner would (C-STORE SCU).",
+    )
     _add_push_arguments(push_parser)
     replay_parser = commands.add_parser(
-        "replay", help="re-send a recorded session with its original timing",
+        "replay",
+        help="re-send a recorded session with its original timing",
         description="Re-send the series of a folder in time order, waiting the recorded gaps "
         "(AcquisitionDateTime, else ContentDate/Time, SeriesDate/Time, InstanceCreationDate/Time) "
-        "divided by --speed, at most --max-gap seconds each.")
+        "divided by --speed, at most --max-gap seconds each.",
+    )
     _add_push_arguments(replay_parser)
     replay_parser.add_argument("--speed", type=_positive, default=1.0, help="time compression (default 1)")
-    replay_parser.add_argument("--max-gap", type=float, default=60.0, metavar="S",
-                               help="longest wait between series in seconds (default 60; 'inf' for none)")
+    replay_parser.add_argument(
+        "--max-gap",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="longest wait between series in seconds (default 60; 'inf' for none)",
+    )
+    _add_case_commands(commands)
     return parser
+
+
+def _add_case_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, default=0, help="seed of the patient, plan and procedure")
+    parser.add_argument(
+        "--scenario",
+        choices=[s.value for s in ScenarioName],
+        default="standard",
+        help="how the procedure goes (default %(default)s)",
+    )
+    parser.add_argument(
+        "--size",
+        choices=[s.value for s in CaseSize],
+        default=CaseSize.SMALL.value,
+        help="planning CT preset (default %(default)s)",
+    )
+
+
+def _add_case_commands(commands: Any) -> None:
+    case_parser = commands.add_parser(
+        "case",
+        help="write a synthetic case: plan, procedure scans and ground truth",
+        description="Write DIR/plan/{CT,RS,RP}, DIR/scans/NN/*.dcm + truth.json and DIR/case.json.",
+    )
+    case_parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    _add_case_arguments(case_parser)
+    live = commands.add_parser(
+        "procedure",
+        help="stream a synthetic procedure to a Storage SCP",
+        description="Send the plan objects, then each intra-procedure scan after --interval seconds.",
+    )
+    live.add_argument("--to", required=True, type=_address, metavar="HOST:PORT", help="the Storage SCP")
+    live.add_argument("--called-ae", default="SEEDGUIDE", help="called AE title (default %(default)s)")
+    live.add_argument("--calling-ae", default="SIMULATOR", help="calling AE title (default %(default)s)")
+    live.add_argument(
+        "--interval",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds between scans (default %(default)s)",
+    )
+    _add_case_arguments(live)
+
+
+def _run_case(args: argparse.Namespace) -> int:
+    if args.command == "case":
+        summary = write_case(args.out, seed=args.seed, scenario=args.scenario, size=args.size)
+        logger.info("case %s: %s; %d scans", args.out, summary["plan"]["statement"], len(summary["scans"]))
+        return EXIT_OK
+    host, port = args.to
+    target = PushTarget(host, port, args.called_ae, args.calling_ae)
+    summaries = stream_case(
+        target, seed=args.seed, scenario=args.scenario, size=args.size, interval_s=args.interval
+    )
+    return _report(summaries)
 
 
 def _options(args: argparse.Namespace) -> tuple[PushTarget, PushOptions]:
@@ -97,8 +176,15 @@ def _options(args: argparse.Namespace) -> tuple[PushTarget, PushOptions]:
         raise ValueError("--tls-cert/--tls-key need --tls-ca (the CA that signed the SCP's certificate)")
     host, port = args.to
     target = PushTarget(host, port, args.called_ae, args.calling_ae, tls, args.tls_server_name)
-    options = PushOptions(AssociationMode.IMAGE if args.per_image else AssociationMode.SERIES, args.order,
-                          args.seed, args.duplicates, args.rate, args.attempts, args.backoff)
+    options = PushOptions(
+        AssociationMode.IMAGE if args.per_image else AssociationMode.SERIES,
+        args.order,
+        args.seed,
+        args.duplicates,
+        args.rate,
+        args.attempts,
+        args.backoff,
+    )
     return target, options
 
 
@@ -115,10 +201,14 @@ def _report(summaries: Sequence[PushSummary]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m simulators``: returns the process exit status."""
     args = _build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     logging.getLogger("pynetdicom").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
+        if args.command in ("case", "procedure"):
+            return _run_case(args)
         target, options = _options(args)
         if args.command == "push":
             return _report([push(args.folder, target, options)])
