@@ -218,8 +218,11 @@ def _statement(
             f"{c.structure_name} {c.metric} {c.value_gy:.1f} > {c.allowed_gy:.1f} Gy" for c in failed
         )
         return Feasibility.LIMIT_EXCEEDED, f"verified dose exceeds organ limits: {names}"
-    if selection.stop is Feasibility.REACHED and d90 >= p:
-        return Feasibility.REACHED, f"reached: D90 {d90:.1f} Gy >= prescription {p:g} Gy"
+    if d90 >= p:
+        # The verified dose decides: the selection may have stopped short of its
+        # safety goal (d90_goal_factor) for another reason and still reach the prescription.
+        note = "" if selection.stop is Feasibility.REACHED else f" (stopped: {selection.stop.value})"
+        return Feasibility.REACHED, f"reached: D90 {d90:.1f} Gy >= prescription {p:g} Gy{note}"
     shortfall = f"D90 {d90:.1f} Gy < prescription {p:g} Gy"
     if selection.stop is Feasibility.ORGAN_LIMIT:
         organ, metric = selection.blocking.rsplit(" ", 1)

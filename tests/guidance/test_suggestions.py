@@ -131,3 +131,21 @@ def test_bad_inputs(current: tuple[Volume, SeedSet], masks: tuple[Volume, Volume
         suggest_seeds(
             current[0], SeedSet.empty(), target, PRESCRIPTION_GY, body=body, needles_existing=NEEDLES
         )
+
+
+def test_statement_follows_the_verified_dose_when_an_organ_limit_stops_the_search(
+    current: tuple[Volume, SeedSet], masks: tuple[Volume, Volume]
+) -> None:
+    # At an 80 Gy limit the search stops short of its safety goal (1.02 x prescription)
+    # because of the organ, but the verified D90 still reaches the prescription: that
+    # is "reached", never "cannot reach ... (D90 above the prescription)".
+    organ = phantoms.box_mask(phantoms.grid(), *ORGAN_BOX_MM)
+    limits = DoseLimits(by_name={"cord": {"d0_1cc_gy": 80.0}})
+    result = _suggest(current, masks, organs={"cord": organ}, limits=limits)
+    assert result.predicted_d90_gy is not None
+    if result.predicted_d90_gy >= PRESCRIPTION_GY:
+        assert result.feasibility is Feasibility.REACHED and result.reached
+        assert result.statement.startswith("reached: D90")
+    else:
+        assert result.feasibility is Feasibility.ORGAN_LIMIT
+        assert "cannot reach prescription" in result.statement
