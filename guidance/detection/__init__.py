@@ -5,8 +5,11 @@
 - :func:`detect_seeds`: compact metal regions above the local background, counted
   by integrated intensity, touching seeds split by weighted k-means.
 - :func:`needle_mask`: voxels of detected needles, to exclude from seed detection.
+- :func:`match_to_plan`: found seeds and needles assigned to the plan's after registration
+  (placed with their displacement, missing, extra; needle entry, tip and angle deviations).
 """
 
+from guidance.detection.matching import MatchOptions, NeedleMatch, PlanMatch, SeedMatch, assign, match_to_plan
 from guidance.detection.needles import body_mask, detect_needles, needle_mask
 from guidance.detection.result import (
     DetectedNeedle,
@@ -21,12 +24,18 @@ from guidance.detection.seeds import detect_seeds
 __all__ = [
     "DetectedNeedle",
     "DetectedSeed",
+    "MatchOptions",
     "NeedleDetection",
+    "NeedleMatch",
     "NeedleOptions",
+    "PlanMatch",
     "SeedDetection",
+    "SeedMatch",
     "SeedOptions",
+    "assign",
     "body_mask",
     "detect_needles",
     "detect_seeds",
+    "match_to_plan",
     "needle_mask",
 ]

@@ -2,11 +2,15 @@
 
 Method:
 
-1. Candidate points: voxels above ``metal_hu`` (needles fall in and out of it where
-   they cross slices or dark streaks; gaps up to ``max_gap_mm`` are bridged).
+1. Candidate points: voxels above ``metal_hu``, lowered in proportion on slices thicker
+   than ``reference_slice_mm`` (partial volume), whose in-plane ring ``ring_mm`` away is
+   not mostly brighter than ``bone_hu`` (cortex, not metal). Needles fall in and out of
+   the level where they cross slices or dark streaks; gaps up to ``max_gap_mm`` are bridged.
 2. Lines: :func:`guidance.detection.lines.find_line_runs` (RANSAC on the points in
    LPS mm, refined by principal axes, cut at gaps; needles a few millimetres apart
    stay apart because inliers lie within ``inlier_mm`` of the axis).
+   A run whose surroundings are bone-bright (more than ``max_ring_fraction`` of samples
+   ``ring_mm`` around its axis above ``bone_hu``) is bone, not a needle.
 3. Which end is the tip: the body is the largest connected region above ``body_hu``
    (holes such as the airway filled, slice by slice); the end whose extension leaves
    the body sooner is the entry side.
@@ -33,7 +37,7 @@ from guidance.detection.result import NEEDLE_STAGE, DetectedNeedle, NeedleDetect
 from guidance.provenance import Provenance
 from guidance.volume import Grid, Volume
 
-__all__ = ["body_mask", "detect_needles", "needle_mask"]
+__all__ = ["body_mask", "detect_needles", "metal_level_hu", "needle_mask"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,10 +74,61 @@ def body_mask(ct: Volume, *, body_hu: float = -400.0) -> tuple[NDArray[np.bool_]
     return body, (step_r, step_c)
 
 
+def metal_level_hu(ct: Volume, opts: NeedleOptions) -> float:
+    """``metal_hu`` scaled down by partial volume on slices thicker than ``reference_slice_mm``.
+
+    A needle (1.3 mm across) fills a fraction of a thick slice inversely proportional to
+    its thickness: on 5 mm slices it peaks near 1400 HU and runs at 600-1000 HU, below
+    cortical bone's plateau (about 1200 HU). Bone that passes the lower level is told
+    apart by its surroundings (:func:`_bone_like`).
+    """
+    thickness = float(ct.spacing_mm[0])
+    return opts.metal_hu * min(1.0, opts.reference_slice_mm / thickness)
+
+
+def _ring_offsets(ct: Volume, radius_mm: float, count: int) -> NDArray[np.int64]:
+    """(count, 2) in-plane (row, column) index offsets of a ring of ``radius_mm``."""
+    angles = np.linspace(0.0, 2.0 * np.pi, count, endpoint=False)
+    spacing = ct.spacing_mm
+    offsets = np.stack([np.cos(angles) * radius_mm / spacing[1], np.sin(angles) * radius_mm / spacing[2]], 1)
+    result: NDArray[np.int64] = np.rint(offsets).astype(np.int64)
+    return result
+
+
+def _bone_like(ct: Volume, index: NDArray[np.int64], opts: NeedleOptions) -> NDArray[np.bool_]:
+    """True for voxels whose in-plane ring (``ring_mm`` away, 8 directions) is mostly bone-bright.
+
+    A needle voxel sees its own needle in at most two directions and soft tissue in the
+    others; a cortex voxel sees cortex along the bone's surface and cancellous bone inside.
+    """
+    array = np.asarray(ct.array)
+    offsets = _ring_offsets(ct, opts.ring_mm, 8)
+    rows = np.clip(index[:, 1, None] + offsets[None, :, 0], 0, ct.shape[1] - 1)
+    columns = np.clip(index[:, 2, None] + offsets[None, :, 1], 0, ct.shape[2] - 1)
+    bright = np.count_nonzero(array[index[:, 0, None], rows, columns] > opts.bone_hu, axis=1)
+    result: NDArray[np.bool_] = bright > 3
+    return result
+
+
 def _candidate_points(ct: Volume, opts: NeedleOptions) -> NDArray[np.float64]:
-    """Centres (LPS mm) of the voxels above ``metal_hu``."""
-    index = np.argwhere(np.asarray(ct.array) > opts.metal_hu)
+    """Centres (LPS mm) of the voxels above the metal level that are not bone-like."""
+    index = np.argwhere(np.asarray(ct.array) > metal_level_hu(ct, opts))
+    if len(index):
+        index = index[~_bone_like(ct, index, opts)]
     return ct.index_to_patient(index.astype(np.float64)) if len(index) else np.zeros((0, 3))
+
+
+def _ring_fraction(ct: Volume, run: LineRun, opts: NeedleOptions) -> float:
+    """Fraction of samples ``ring_mm`` around the run's axis brighter than ``bone_hu``."""
+    helper = np.eye(3)[int(np.argmin(np.abs(run.direction)))]
+    u = np.cross(run.direction, helper)
+    u /= np.linalg.norm(u)
+    v = np.cross(run.direction, u)
+    angles = np.linspace(0.0, 2.0 * np.pi, 12, endpoint=False)
+    ring = opts.ring_mm * (np.cos(angles)[:, None] * u + np.sin(angles)[:, None] * v)
+    along = np.linspace(run.start_mm, run.stop_mm, 30)
+    points = run.centre_mm + along[:, None, None] * run.direction + ring[None, :, :]
+    return float(np.mean(_sample(ct, points.reshape(-1, 3)) > opts.bone_hu))
 
 
 def _sample(ct: Volume, points_mm: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -220,11 +275,18 @@ def detect_needles(ct: Volume, *, options: NeedleOptions | None = None) -> Needl
     started = time.perf_counter()
     _validate_ct(ct)
     points = _candidate_points(ct, opts)
+    # Where a nearly in-plane needle crosses from one thick slice to the next it is split
+    # between them and falls below the level over a length growing with the thickness.
+    max_gap_mm = opts.max_gap_mm * max(1.0, float(ct.spacing_mm[0]) / opts.reference_slice_mm)
     runs = find_line_runs(
-        points, min_length_mm=opts.min_length_mm, inlier_mm=opts.inlier_mm, max_gap_mm=opts.max_gap_mm,
+        points, min_length_mm=opts.min_length_mm, inlier_mm=opts.inlier_mm, max_gap_mm=max_gap_mm,
         trials=opts.ransac_trials, random_seed=opts.random_seed, max_lines=opts.max_needles,
     ) if len(points) else []  # fmt: skip
     notes: list[str] = []
+    bone = [run for run in runs if _ring_fraction(ct, run, opts) > opts.max_ring_fraction]
+    if bone:
+        notes.append(f"{len(bone)} straight runs rejected: surrounded by bone-bright tissue")
+        runs = [run for run in runs if all(run is not b for b in bone)]
     needles: tuple[DetectedNeedle, ...] = ()
     if runs:
         body, steps = body_mask(ct, body_hu=opts.body_hu)
@@ -265,13 +327,21 @@ def _paint_segment(
 ) -> None:
     length = float(np.linalg.norm(b - a))
     axis = (b - a) / max(length, 1e-9)
-    samples = a + np.arange(0.0, length + _STEP_MM, 0.5)[:, None] * axis
+    step_mm = 1.0
+    samples = a + np.arange(0.0, length + step_mm, step_mm)[:, None] * axis
     centres = np.rint(grid.patient_to_index(samples)).astype(np.int64)
-    half = np.ceil(radius_mm / grid.spacing_mm).astype(np.int64)
+    # Every voxel within radius_mm of the axis is within this reach of its nearest sample's voxel.
+    reach_mm = radius_mm + 0.5 * step_mm + 0.5 * float(np.linalg.norm(grid.spacing_mm))
+    half = np.ceil(reach_mm / grid.spacing_mm).astype(np.int64)
     offsets = np.stack(np.meshgrid(*(np.arange(-h, h + 1) for h in half), indexing="ij"), -1).reshape(-1, 3)
-    # Samples 0.5 mm apart inside boxes reaching radius_mm: every voxel near the axis is covered.
+    offsets = offsets[
+        np.linalg.norm(grid.index_to_patient(offsets.astype(np.float64)) - grid.affine[:3, 3], axis=1)
+        <= reach_mm
+    ]
     candidates = (centres[:, None, :] + offsets).reshape(-1, 3)
     candidates = candidates[np.all((candidates >= 0) & (candidates < np.array(grid.shape)), axis=1)]
+    flat = np.unique(np.ravel_multi_index(tuple(candidates.T), grid.shape))
+    candidates = np.stack(np.unravel_index(flat, grid.shape), axis=1)
     w = grid.index_to_patient(candidates.astype(np.float64)) - a
     t = np.clip(w @ axis, 0.0, length)
     near = np.linalg.norm(w - t[:, None] * axis, axis=1) <= radius_mm

@@ -192,6 +192,13 @@ class NeedleOptions:
         A run of inliers with a larger gap is two segments.
     body_hu : float
         The body is the largest connected region above this HU (entry = skin crossing).
+    reference_slice_mm : float
+        On thicker slices the metal level is ``metal_hu * reference_slice_mm / thickness``
+        (the needle's partial volume).
+    bone_hu, ring_mm, max_ring_fraction : float
+        Bone rejection: a candidate voxel with more than 3 of 8 in-plane neighbours
+        ``ring_mm`` away above ``bone_hu``, or a run with more than ``max_ring_fraction``
+        of the samples ``ring_mm`` around its axis above ``bone_hu``, is bone.
     ransac_trials, random_seed : int
         Trials per line of the random sample search, and the seed of its generator.
     max_needles : int
@@ -203,6 +210,10 @@ class NeedleOptions:
     inlier_mm: float = 1.6
     max_gap_mm: float = 6.0
     body_hu: float = -400.0
+    reference_slice_mm: float = 2.0
+    bone_hu: float = 300.0
+    ring_mm: float = 3.0
+    max_ring_fraction: float = 0.4
     ransac_trials: int = 300
     random_seed: int = 0
     max_needles: int = 40
@@ -211,8 +222,10 @@ class NeedleOptions:
         _check_positive("NeedleOptions", {
             "min_length_mm": self.min_length_mm, "inlier_mm": self.inlier_mm, "max_gap_mm": self.max_gap_mm,
             "ransac_trials": self.ransac_trials, "max_needles": self.max_needles,
+            "reference_slice_mm": self.reference_slice_mm, "ring_mm": self.ring_mm,
+            "max_ring_fraction": self.max_ring_fraction,
         })  # fmt: skip
-        for name in ("metal_hu", "body_hu"):
+        for name in ("metal_hu", "body_hu", "bone_hu"):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"NeedleOptions.{name} must be finite; got {getattr(self, name)}")
 
