@@ -84,7 +84,10 @@ def _add_push_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m simulators", description="Push DICOM like a scanner.")
+    parser = argparse.ArgumentParser(
+        prog="python -m simulators",
+        description="Synthetic patients, plans and procedures; a DICOM sender that acts as a scanner.",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug log output")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     push_parser = commands.add_parser(
