@@ -23,6 +23,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -35,6 +36,15 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 logger = logging.getLogger("bench.node")
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _dcmtk(name: str) -> str | None:
+    """dcmtk's tool, not pynetdicom's console script of the same name in the environment."""
+    scripts = Path(sysconfig.get_path("scripts")).resolve()
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        if folder and Path(folder).resolve() != scripts and shutil.which(name, path=folder):
+            return shutil.which(name, path=folder)
+    return None
 
 
 def write_series(folder: Path, slices: int, size: int = 512) -> int:
@@ -83,8 +93,13 @@ def wait_listening(port: int, timeout_s: float = 20.0) -> None:
 def send(files: list[Path], port: int, env: dict[str, str]) -> float:
     """Run storescu over `files`; return the wall time in seconds."""
     start = time.perf_counter()
-    subprocess.run(["storescu", "-aet", "BENCH", "-aec", "SEEDGUIDE", "127.0.0.1", str(port),
-                    *map(str, files)], check=True, env=env, timeout=600, capture_output=True)
+    subprocess.run(
+        [_dcmtk("storescu"), "-aet", "BENCH", "-aec", "SEEDGUIDE", "127.0.0.1", str(port), *map(str, files)],
+        check=True,
+        env=env,
+        timeout=600,
+        capture_output=True,
+    )
     return time.perf_counter() - start
 
 
@@ -103,8 +118,9 @@ def null_scp(port: int) -> int:
     return 0
 
 
-def run_once(kind: str, files: list[Path], work: Path, env: dict[str, str], max_pdu: int,
-             baseline: Path | None = None) -> float:
+def run_once(
+    kind: str, files: list[Path], work: Path, env: dict[str, str], max_pdu: int, baseline: Path | None = None
+) -> float:
     """Start a fresh receiver of `kind`, send the series, stop it; return seconds."""
     port, out = free_port(), work / f"{kind}-out"
     shutil.rmtree(out, ignore_errors=True)
@@ -114,13 +130,32 @@ def run_once(kind: str, files: list[Path], work: Path, env: dict[str, str], max_
         cwd, env = baseline, dict(env, PYTHONPATH=str(baseline))
         kind = "node"
     if kind == "node":
-        command = [sys.executable, "-m", "dicom_node", "--port", str(port), "--store", str(out),
-                   "--max-pdu", str(max_pdu), "--quiet-period", "1"]
+        command = [
+            sys.executable,
+            "-m",
+            "dicom_node",
+            "--port",
+            str(port),
+            "--store",
+            str(out),
+            "--max-pdu",
+            str(max_pdu),
+            "--quiet-period",
+            "1",
+        ]
     elif kind == "pynetdicom":
         command = [sys.executable, str(Path(__file__).resolve()), "--null-scp", str(port)]
     else:
-        command = ["storescp", "-aet", "SEEDGUIDE", "--output-directory", str(out), "--max-pdu", "131072",
-                   str(port)]
+        command = [
+            _dcmtk("storescp"),
+            "-aet",
+            "SEEDGUIDE",
+            "--output-directory",
+            str(out),
+            "--max-pdu",
+            "131072",
+            str(port),
+        ]
     os.sync()  # no receiver waits behind the writeback of the previous one's files
     log = (work / f"{kind}.log").open("ab")
     proc = subprocess.Popen(command, env=env, stdout=log, stderr=log, cwd=cwd)
@@ -160,14 +195,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--max-pdu", type=int, default=0, help="our node's max PDU (0 = unlimited)")
     parser.add_argument("--work", type=Path, default=None, help="work folder (default: a temporary one)")
-    parser.add_argument("--baseline", type=Path, default=None,
-                        help="also run the node of this checkout (e.g. `git worktree` of the last commit)")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="also run the node of this checkout (e.g. `git worktree` of the last commit)",
+    )
     parser.add_argument("--null-scp", type=int, default=None, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.null_scp is not None:
         return null_scp(args.null_scp)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if shutil.which("storescu") is None or shutil.which("storescp") is None:
+    if _dcmtk("storescu") is None or _dcmtk("storescp") is None:
         logger.error("dcmtk (storescu, storescp) is not installed: apt-get install dcmtk")
         return 2
     env = dict(os.environ, TCP_NODELAY="1", PYTHONPATH=str(ROOT))
@@ -189,14 +228,28 @@ def main(argv: list[str] | None = None) -> int:
             for kind in times:
                 seconds = run_once(kind, files, work, env, args.max_pdu, args.baseline)
                 times[kind].append(seconds)
-                logger.info("%-10s %6.2f s  %7.1f MB/s  (load %.2f)", kind, seconds, megabytes / seconds,
-                            os.getloadavg()[0])
+                logger.info(
+                    "%-10s %6.2f s  %7.1f MB/s  (load %.2f)",
+                    kind,
+                    seconds,
+                    megabytes / seconds,
+                    os.getloadavg()[0],
+                )
     node, dcmtk, null = (statistics.median(times[k]) for k in ("node", "storescp", "pynetdicom"))
     for kind, runs in times.items():
-        logger.info("median %-10s %6.2f s  %7.1f MB/s", kind, statistics.median(runs),
-                    megabytes / statistics.median(runs))
-    logger.info("throughput ratios: node / storescp = %.2f; pynetdicom storing nothing / storescp = %.2f; "
-                "node / pynetdicom storing nothing = %.2f", dcmtk / node, dcmtk / null, null / node)
+        logger.info(
+            "median %-10s %6.2f s  %7.1f MB/s",
+            kind,
+            statistics.median(runs),
+            megabytes / statistics.median(runs),
+        )
+    logger.info(
+        "throughput ratios: node / storescp = %.2f; pynetdicom storing nothing / storescp = %.2f; "
+        "node / pynetdicom storing nothing = %.2f",
+        dcmtk / node,
+        dcmtk / null,
+        null / node,
+    )
     return 0
 
 

@@ -16,6 +16,7 @@ from dicom_node.assembler import SeriesKind
 from dicom_node.config import CallerRule
 from dicom_node.conformance import StoreStatus
 from dicom_node.store import DurableWriter, dataset_offset, file_meta_bytes
+from tests.dcmtk import dcmtk_tool
 
 from .datasets import SeriesSpec, ct_slice, file_bytes, rt_plan, write
 from .peers import associate, send, send_raw
@@ -31,8 +32,22 @@ def _series_files(folder: Path, spec: SeriesSpec, count: int) -> list[Path]:
 
 def test_dcmtk_echoscu_and_storescu(start_node, tmp_path: Path) -> None:
     running = start_node()
-    echo = subprocess.run(["echoscu", *DCMTK_TIMEOUT, "-aet", "SCANNER", "-aec", "SEEDGUIDE", "127.0.0.1",
-                           str(running.port)], capture_output=True, text=True, timeout=30, check=False)
+    echo = subprocess.run(
+        [
+            dcmtk_tool("echoscu"),
+            *DCMTK_TIMEOUT,
+            "-aet",
+            "SCANNER",
+            "-aec",
+            "SEEDGUIDE",
+            "127.0.0.1",
+            str(running.port),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert echo.returncode == 0, echo.stderr
     spec = SeriesSpec()
     files = _series_files(tmp_path / "out", spec, 6)
@@ -40,9 +55,23 @@ def test_dcmtk_echoscu_and_storescu(start_node, tmp_path: Path) -> None:
     plan.file_meta.MediaStorageSOPClassUID = plan.SOPClassUID
     plan.file_meta.MediaStorageSOPInstanceUID = plan.SOPInstanceUID
     files.append(write(plan, tmp_path / "out" / "plan.dcm"))
-    store = subprocess.run(["storescu", *DCMTK_TIMEOUT, "-aet", "SCANNER", "-aec", "SEEDGUIDE", "127.0.0.1",
-                            str(running.port), *map(str, files)], capture_output=True, text=True, timeout=60,
-                           check=False)
+    store = subprocess.run(
+        [
+            dcmtk_tool("storescu"),
+            *DCMTK_TIMEOUT,
+            "-aet",
+            "SCANNER",
+            "-aec",
+            "SEEDGUIDE",
+            "127.0.0.1",
+            str(running.port),
+            *map(str, files),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert store.returncode == 0, store.stderr
     got = {r.series_instance_uid: r for r in (running.next_series(), running.next_series())}
     ct, rt = got[spec.series_uid], got[plan.SeriesInstanceUID]
@@ -52,7 +81,7 @@ def test_dcmtk_echoscu_and_storescu(start_node, tmp_path: Path) -> None:
     # stored as received: the dataset bytes equal those of the file storescu sent
     for sent, stored in zip(files[:6], ct.paths, strict=True):
         sent_bytes, stored_bytes = sent.read_bytes(), stored.read_bytes()
-        assert stored_bytes[dataset_offset(stored_bytes):] == sent_bytes[dataset_offset(sent_bytes):]
+        assert stored_bytes[dataset_offset(stored_bytes) :] == sent_bytes[dataset_offset(sent_bytes) :]
     assert dcmread(ct.paths[0]).file_meta.SendingApplicationEntityTitle == "SCANNER"
 
 
@@ -80,7 +109,8 @@ def test_concurrent_associations_interleaved_series(start_node) -> None:
         ready = announced[spec.series_uid]
         assert ready.instance_count == 12 and ready.warnings == ()
         assert [round(float(dcmread(p).ImagePositionPatient[2]), 1) for p in ready.paths] == [
-            k * 2.5 for k in range(12)]
+            k * 2.5 for k in range(12)
+        ]
         assert len(list(ready.paths[0].parent.iterdir())) == 12  # each instance stored once
     # resending everything is acknowledged and stores nothing new
     assert send(running.port, batches[0]) == [0] * len(batches[0])
@@ -110,8 +140,9 @@ def test_association_rejections(start_node, caplog) -> None:
     assert "CT_ONLY_REMOTE@127.0.0.1 rejected: address not allowed" in caplog.text
 
 
-def test_bad_datasets_get_the_right_status_and_lose_nothing(start_node, tmp_path: Path, monkeypatch,
-                                                            caplog) -> None:
+def test_bad_datasets_get_the_right_status_and_lose_nothing(
+    start_node, tmp_path: Path, monkeypatch, caplog
+) -> None:
     running = start_node()
     spec = SeriesSpec()
     good = ct_slice(spec, 0)
@@ -127,14 +158,22 @@ def test_bad_datasets_get_the_right_status_and_lose_nothing(start_node, tmp_path
     garbage.write_bytes(full[:offset] + os.urandom(300) + b"\xff" * 64)
     mismatch = ct_slice(spec, 2)
     mismatch_bytes = file_bytes(mismatch)
-    body = mismatch_bytes[dataset_offset(mismatch_bytes):]
-    meta = file_meta_bytes(sop_class_uid=mismatch.SOPClassUID, sop_instance_uid="1.2.3.77",
-                           transfer_syntax=ExplicitVRLittleEndian, calling_ae="X", called_ae="Y")
+    body = mismatch_bytes[dataset_offset(mismatch_bytes) :]
+    meta = file_meta_bytes(
+        sop_class_uid=mismatch.SOPClassUID,
+        sop_instance_uid="1.2.3.77",
+        transfer_syntax=ExplicitVRLittleEndian,
+        calling_ae="X",
+        called_ae="Y",
+    )
     mismatch_file = tmp_path / "mismatch.dcm"
     mismatch_file.write_bytes(meta + body)
     results = send_raw(running.port, [truncated, garbage, mismatch_file], monkeypatch)
     assert [status for status, _ in results] == [
-        StoreStatus.UNREADABLE_DATASET, StoreStatus.UNREADABLE_DATASET, StoreStatus.DATASET_DOES_NOT_MATCH]
+        StoreStatus.UNREADABLE_DATASET,
+        StoreStatus.UNREADABLE_DATASET,
+        StoreStatus.DATASET_DOES_NOT_MATCH,
+    ]
     assert all(comment for _, comment in results)
 
     wrong_pixels = ct_slice(spec, 3)

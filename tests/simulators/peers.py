@@ -29,6 +29,7 @@ from pynetdicom.events import Event
 from guidance.dicomio.ct import write_ct_series
 from guidance.dicomio.dataset import StudyContext, new_uid, save
 from guidance.volume import Volume
+from tests.dcmtk import dcmtk_tool
 
 START_TIMEOUT_S = 20.0
 
@@ -159,12 +160,11 @@ def _wait_listening(proc: subprocess.Popen[bytes], port: int, what: str, log: Pa
 @contextmanager
 def storescp(out: Path, log: Path) -> Iterator[int]:
     """dcmtk storescp accepting every transfer syntax (+xa), storing into ``out``; yields its port."""
-    if shutil.which("storescp") is None:
-        pytest.skip("dcmtk storescp is not installed")
+    executable = dcmtk_tool("storescp")
     out.mkdir(parents=True, exist_ok=True)
     port = free_port()
     with log.open("wb") as handle:
-        proc = subprocess.Popen(["storescp", "+xa", "--output-directory", str(out), str(port)],
+        proc = subprocess.Popen([executable, "+xa", "--output-directory", str(out), str(port)],
                                 stdout=handle, stderr=handle)
     try:
         _wait_listening(proc, port, "storescp", log)
