@@ -69,9 +69,9 @@ def body_mask(ct: Volume, *, body_hu: float = -400.0) -> tuple[NDArray[np.bool_]
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
     body = labels == int(np.argmax(sizes))
-    for s in range(body.shape[0]):
-        body[s] = ndimage.binary_fill_holes(body[s])
-    return body, (step_r, step_c)
+    # Holes filled slice by slice: with an in-plane structure the fill does not cross slices.
+    filled: NDArray[np.bool_] = ndimage.binary_fill_holes(body, structure=in_plane)
+    return filled, (step_r, step_c)
 
 
 def metal_level_hu(ct: Volume, opts: NeedleOptions) -> float:
@@ -112,7 +112,9 @@ def _bone_like(ct: Volume, index: NDArray[np.int64], opts: NeedleOptions) -> NDA
 
 def _candidate_points(ct: Volume, opts: NeedleOptions) -> NDArray[np.float64]:
     """Centres (LPS mm) of the voxels above the metal level that are not bone-like."""
-    index = np.argwhere(np.asarray(ct.array) > metal_level_hu(ct, opts))
+    array = np.asarray(ct.array)
+    flat = np.flatnonzero(array.reshape(-1) > metal_level_hu(ct, opts))
+    index = np.stack(np.unravel_index(flat, array.shape), axis=1).astype(np.int64)
     if len(index):
         index = index[~_bone_like(ct, index, opts)]
     return ct.index_to_patient(index.astype(np.float64)) if len(index) else np.zeros((0, 3))
@@ -135,8 +137,9 @@ def _sample(ct: Volume, points_mm: NDArray[np.float64]) -> NDArray[np.float64]:
     from scipy import ndimage
 
     index = ct.patient_to_index(points_mm).T
+    # Interpolated into float32 from the stored dtype: no float copy of the whole volume.
     values: NDArray[np.float64] = ndimage.map_coordinates(
-        np.asarray(ct.array, dtype=np.float32), index, order=1, mode="nearest"
+        np.asarray(ct.array), index, output=np.float32, order=1, mode="nearest"
     ).astype(np.float64)
     return values
 
@@ -327,22 +330,26 @@ def _paint_segment(
 ) -> None:
     length = float(np.linalg.norm(b - a))
     axis = (b - a) / max(length, 1e-9)
-    step_mm = 1.0
+    step_mm = 3.0
     samples = a + np.arange(0.0, length + step_mm, step_mm)[:, None] * axis
     centres = np.rint(grid.patient_to_index(samples)).astype(np.int64)
-    # Every voxel within radius_mm of the axis is within this reach of its nearest sample's voxel.
-    reach_mm = radius_mm + 0.5 * step_mm + 0.5 * float(np.linalg.norm(grid.spacing_mm))
+    # A voxel within radius_mm of the segment is within hypot(radius, step / 2) of the sample
+    # nearest its projection, and so within this reach of that sample's voxel centre.
+    reach_mm = float(np.hypot(radius_mm, 0.5 * step_mm)) + 0.5 * float(np.linalg.norm(grid.spacing_mm))
     half = np.ceil(reach_mm / grid.spacing_mm).astype(np.int64)
     offsets = np.stack(np.meshgrid(*(np.arange(-h, h + 1) for h in half), indexing="ij"), -1).reshape(-1, 3)
     offsets = offsets[
         np.linalg.norm(grid.index_to_patient(offsets.astype(np.float64)) - grid.affine[:3, 3], axis=1)
         <= reach_mm
     ]
-    candidates = (centres[:, None, :] + offsets).reshape(-1, 3)
-    candidates = candidates[np.all((candidates >= 0) & (candidates < np.array(grid.shape)), axis=1)]
-    flat = np.unique(np.ravel_multi_index(tuple(candidates.T), grid.shape))
-    candidates = np.stack(np.unravel_index(flat, grid.shape), axis=1)
-    w = grid.index_to_patient(candidates.astype(np.float64)) - a
+    # Distances through the affine's linear part: sample voxel centre plus offset, no index lists
+    # to deduplicate (a voxel near several samples is painted more than once).
+    centre_mm = grid.index_to_patient(centres.astype(np.float64)) - a
+    offset_mm = offsets.astype(np.float64) @ np.asarray(grid.affine)[:3, :3].T
+    w = centre_mm[:, None, :] + offset_mm[None, :, :]
     t = np.clip(w @ axis, 0.0, length)
-    near = np.linalg.norm(w - t[:, None] * axis, axis=1) <= radius_mm
-    mask[tuple(candidates[near].T)] = True
+    w -= t[:, :, None] * axis
+    near = np.einsum("sok,sok->so", w, w) <= radius_mm**2
+    candidates = (centres[:, None, :] + offsets[None, :, :])[near]
+    candidates = candidates[np.all((candidates >= 0) & (candidates < np.array(grid.shape)), axis=1)]
+    mask[tuple(candidates.T)] = True

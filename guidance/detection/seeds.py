@@ -4,7 +4,9 @@ Method:
 
 1. Candidates: connected regions (26-connectivity) of voxels above ``threshold_hu``
    outside ``exclude_mask`` (needles); regions longer than ``max_extent_mm`` are bone
-   or needles, not seeds.
+   or needles, not seeds. The volume is labelled on 4-voxel blocks first and only the
+   boxes of the coarse components at full resolution (the same regions, found without
+   labelling the whole volume).
 2. Each region's local background is the median HU of a shell around it; its excess
    (HU - background, voxels of the region grown by one voxel) is integrated in HU x mm^3.
 3. One seed's integral is the median over regions (or given); a region holds
@@ -49,35 +51,86 @@ class _Region:
     near_excluded: bool
 
 
+_BLOCK = 4
+_CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
+
+
+def _block_any(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """True for each block of ``_BLOCK`` voxels a side (the last cut short) holding a ``mask`` voxel."""
+    coarse = mask
+    for axis in range(mask.ndim):
+        head = (slice(None),) * axis
+        out = coarse[(*head, slice(0, None, _BLOCK))].copy()
+        for k in range(1, _BLOCK):
+            part = coarse[(*head, slice(k, None, _BLOCK))]
+            out[(*head, slice(0, part.shape[axis]))] |= part
+        coarse = out
+    return coarse
+
+
+def _components(mask: NDArray[np.bool_]) -> list[tuple[tuple[slice, ...], NDArray[np.bool_]]]:
+    """Bounding boxes (voxel slices) of the 26-connected regions of ``mask`` and their voxels in the box.
+
+    The volume is labelled on blocks of ``_BLOCK`` voxels a side (a block is set when it
+    holds a voxel of the mask); a region lies in one coarse component, so each component's
+    box is labelled at full resolution on its own blocks. Only the few boxes around metal
+    and bone are labelled, not the whole volume.
+    """
+    from scipy import ndimage
+
+    coarse = _block_any(mask)
+    coarse_labels, _ = ndimage.label(coarse, structure=_CONNECTIVITY)
+    boxes: list[tuple[tuple[slice, ...], NDArray[np.bool_]]] = []
+    for label, coarse_box in enumerate(ndimage.find_objects(coarse_labels), start=1):
+        if coarse_box is None:
+            continue
+        box = tuple(
+            slice(sl.start * _BLOCK, min(sl.stop * _BLOCK, n))
+            for sl, n in zip(coarse_box, mask.shape, strict=True)
+        )
+        own_blocks = coarse_labels[coarse_box] == label
+        for axis in range(3):
+            own_blocks = np.repeat(own_blocks, _BLOCK, axis=axis)
+        own_blocks = own_blocks[tuple(slice(0, sl.stop - sl.start) for sl in box)]
+        labels, _ = ndimage.label(mask[box] & own_blocks, structure=_CONNECTIVITY)
+        for local_label, local in enumerate(ndimage.find_objects(labels), start=1):
+            if local is not None:
+                region_box = tuple(
+                    slice(b.start + sl.start, b.start + sl.stop) for b, sl in zip(box, local, strict=True)
+                )
+                boxes.append((region_box, labels[local] == local_label))
+    # In the order of a whole-volume labelling: by each region's first voxel in raster order.
+    first = [np.ravel_multi_index(tuple(np.argwhere(inside)[0] + [sl.start for sl in box]), mask.shape)
+             for box, inside in boxes]  # fmt: skip
+    return [boxes[i] for i in np.argsort(first, kind="stable")]
+
+
 def _regions(
     ct: Volume, exclude: NDArray[np.bool_] | None, opts: SeedOptions
 ) -> tuple[list[_Region], list[tuple[NDArray[np.float64], str]]]:
     from scipy import ndimage
 
-    image = np.asarray(ct.array, dtype=np.float32)
+    image = np.asarray(ct.array)
     mask = image > opts.threshold_hu
     if exclude is not None:
         mask &= ~exclude
-    labels, _ = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
     spacing = ct.spacing_mm
     margin = np.maximum(1, np.ceil(opts.background_margin_mm / spacing)).astype(int)
     voxel_mm3 = ct.grid.voxel_volume_cc * 1000.0
     regions: list[_Region] = []
     rejected: list[tuple[NDArray[np.float64], str]] = []
-    for label, box in enumerate(ndimage.find_objects(labels), start=1):
-        if box is None:
-            continue
+    for box, inside in _components(mask):
         extent = np.array([sl.stop - sl.start for sl in box], dtype=np.float64) * spacing
         if float(np.linalg.norm(extent)) > opts.max_extent_mm:
             continue
         grown = tuple(slice(max(0, sl.start - m), sl.stop + m) for sl, m in zip(box, margin, strict=True))
-        own = labels[grown] == label
-        core = ndimage.binary_dilation(own, structure=np.ones((3, 3, 3), dtype=bool))
-        shell = (
-            ~ndimage.binary_dilation(own, structure=np.ones((3, 3, 3), dtype=bool), iterations=2)
-            & ~mask[grown]
+        own = np.zeros(tuple(sl.stop - sl.start for sl in grown), dtype=bool)
+        own[tuple(slice(b.start - g.start, b.stop - g.start) for b, g in zip(box, grown, strict=True))] = (
+            inside
         )
-        values = image[grown]
+        core = ndimage.binary_dilation(own, structure=_CONNECTIVITY)
+        shell = ~ndimage.binary_dilation(own, structure=_CONNECTIVITY, iterations=2) & ~mask[grown]
+        values = image[grown].astype(np.float32)
         background = float(np.median(values[shell])) if shell.any() else 0.0
         excess = np.clip(values[core] - background, 0.0, None).astype(np.float64)
         offset = np.array([sl.start for sl in grown])

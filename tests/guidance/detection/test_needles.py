@@ -114,3 +114,30 @@ def test_thick_slices_find_needles_not_bone() -> None:
         assert lateral[k] < 1.5  # voxel centres: the needle rises within 5 mm slices
         assert np.degrees(np.arccos(min(1.0, abs(float(needle.direction @ axes[k]))))) < 4.0
     assert owners == {0, 1, 2}
+
+
+def test_needle_mask_is_every_voxel_near_the_segment() -> None:
+    """The painted mask equals a brute-force distance test on an oblique, anisotropic grid."""
+    from guidance.detection import DetectedNeedle
+    from guidance.provenance import Provenance
+    from guidance.volume import Grid
+
+    angle = np.radians(25.0)
+    rotation = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]])
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.diag([1.7, 0.6, 0.45])
+    affine[:3, 3] = [-10.0, -12.0, 5.0]
+    grid = Grid((30, 48, 52), affine)
+    tip, entry = grid.index_to_patient(np.array([[12.0, 20.0, 30.0], [20.3, 30.1, 12.7]]))
+    direction = (tip - entry) / np.linalg.norm(tip - entry)
+    needle = DetectedNeedle(entry, tip, direction, float(np.linalg.norm(tip - entry)), 1.0, (), False, True,
+                            np.zeros((0, 3)))  # fmt: skip
+    detection = NeedleDetection((needle,), (), Provenance("detection.needles", {}, "test", 0.0))
+    mask = needle_mask(detection, grid, radius_mm=2.0)
+    outer = tip - (float(np.linalg.norm(entry - tip)) + 60.0) * direction
+    w = grid.voxel_centres_mm().reshape(-1, 3) - outer
+    length = float(np.linalg.norm(tip - outer))
+    t = np.clip(w @ direction, 0.0, length)
+    distance = np.linalg.norm(w - t[:, None] * direction, axis=1).reshape(grid.shape)
+    assert mask.sum() > 500
+    np.testing.assert_array_equal(mask, distance <= 2.0)

@@ -136,3 +136,24 @@ def test_exclude_mask_removes_seeds_and_bad_shape_is_rejected() -> None:
         detect_seeds(volume, exclude_mask=mask[1:])
     with pytest.raises(ValueError, match=r"SeedOptions\.max_cluster"):
         SeedOptions(max_cluster=0)
+
+
+@pytest.mark.parametrize(("shape", "density"), [((9, 13, 10), 0.08), ((4, 5, 6), 0.08), ((17, 8, 21), 0.15)])
+def test_block_labelling_matches_full_volume_labelling(shape: tuple[int, int, int], density: float) -> None:
+    """Regions found block-wise (ragged last blocks too) are a whole-volume labelling's, in its order."""
+    from guidance.detection.seeds import _components
+
+    rng = np.random.default_rng(sum(shape))
+    mask = rng.random(shape) < density
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+    expected = [
+        (tuple((sl.start, sl.stop) for sl in box), tuple(np.argwhere(labels[box] == k + 1).ravel()))
+        for k, box in enumerate(ndimage.find_objects(labels))
+        if box is not None
+    ]
+    found = [
+        (tuple((sl.start, sl.stop) for sl in box), tuple(np.argwhere(inside).ravel()))
+        for box, inside in _components(mask)
+    ]
+    assert count > 3
+    assert found == expected
