@@ -9,6 +9,8 @@ in tests/guidance/registration/test_kernels.py.
   non-overlapping blocks (the image pyramid and its metal map in one pass).
 - :func:`sample_trilinear`: trilinear value and its index-space gradient at points
   given in mm, with a validity mask looked up at the nearest voxel.
+- :func:`ncc_gradient`: the samples and, in the same call, the weighted NCC and
+  the per-point sums its gradient needs (no temporary arrays, no BLAS).
 """
 
 from __future__ import annotations
@@ -88,3 +90,46 @@ def sample_trilinear(volume, valid, matrix, points, values, gradients, ok):
         ok[i] = True
         count += 1
     return count
+
+
+@numba.njit(cache=True)
+def ncc_gradient(volume, valid, matrix, points, centre, moving, weights, values, gradients, ok, out):
+    """Weighted NCC of the fixed ``volume`` sampled at the moved ``points`` and the ``moving`` values.
+
+    Samples as :func:`sample_trilinear`, then over the ok points: the weighted NCC and,
+    in ``out`` (3 x 4), the sums of d NCC / d f_i times the index-space gradient
+    (column 0) and times that gradient's outer product with ``points[i] - centre``
+    (columns 1-3). Returns (NCC, number of ok points); NCC 0 and ``out`` 0 when
+    fewer than 2 points are ok or either side is flat.
+    """
+    count = sample_trilinear(volume, valid, matrix, points, values, gradients, ok)
+    out[:, :] = 0.0
+    sw = swf = swm = 0.0
+    for i in range(points.shape[0]):
+        if ok[i]:
+            sw += weights[i]
+            swf += weights[i] * values[i]
+            swm += weights[i] * moving[i]
+    if count < 2 or sw <= 0.0:
+        return 0.0, count
+    mf, mm = swf / sw, swm / sw
+    sff = smm = sfm = 0.0
+    for i in range(points.shape[0]):
+        if ok[i]:
+            df, dm = values[i] - mf, moving[i] - mm
+            sff += weights[i] * df * df
+            smm += weights[i] * dm * dm
+            sfm += weights[i] * df * dm
+    if sff <= 1e-12 or smm <= 1e-12:
+        return 0.0, count
+    norm = math.sqrt(sff * smm)
+    ncc = sfm / norm
+    for i in range(points.shape[0]):
+        if ok[i]:
+            d = weights[i] * ((moving[i] - mm) / norm - ncc * (values[i] - mf) / sff)
+            for a in range(3):
+                g = d * gradients[i, a]
+                out[a, 0] += g
+                for b in range(3):
+                    out[a, 1 + b] += g * (points[i, b] - centre[b])
+    return ncc, count

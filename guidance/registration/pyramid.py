@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 
 from guidance.volume import Volume
 
-__all__ = ["Level", "block_factors", "body_mask", "crop_box", "prepare_level"]
+__all__ = ["Level", "block_factors", "body_mask", "crop_box", "grow", "prepare_level"]
 
 _AIR_HU = -1000.0
 
@@ -73,11 +73,36 @@ def crop_box(
     return (lo, hi) if np.all(hi > lo) else None
 
 
-def _disk(radius_px: int) -> NDArray[np.bool_]:
-    """In-plane disk (one slice thick) of the given radius in pixels."""
+def _disk(radius_px: int) -> NDArray[np.uint8]:
+    """In-plane disk of the given radius in pixels (an OpenCV structuring element)."""
     r = np.arange(-radius_px, radius_px + 1)
-    disk: NDArray[np.bool_] = (r[:, None] ** 2 + r[None, :] ** 2 <= radius_px**2)[np.newaxis]
+    disk: NDArray[np.uint8] = (r[:, None] ** 2 + r[None, :] ** 2 <= radius_px**2).astype(np.uint8)
     return disk
+
+
+def _per_slice(mask: NDArray[np.bool_], disk: NDArray[np.uint8], erode: bool) -> NDArray[np.bool_]:
+    """In-plane erosion or dilation of every slice by ``disk``, outside the image counting as empty."""
+    import cv2
+
+    operation = cv2.erode if erode else cv2.dilate
+    source = np.ascontiguousarray(mask, dtype=np.uint8)
+    result = np.empty_like(source)
+    for index in range(source.shape[0]):
+        operation(source[index], disk, dst=result[index], borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    done: NDArray[np.bool_] = result.view(np.bool_)
+    return done
+
+
+def grow(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """Dilation by one voxel along each axis (6-connected), as ``scipy.ndimage.binary_dilation(mask)``."""
+    grown = mask.copy()
+    for axis in range(mask.ndim):
+        lead = [slice(None)] * mask.ndim
+        trail = [slice(None)] * mask.ndim
+        lead[axis], trail[axis] = slice(1, None), slice(None, -1)
+        grown[tuple(lead)] |= mask[tuple(trail)]
+        grown[tuple(trail)] |= mask[tuple(lead)]
+    return grown
 
 
 def body_mask(mask: NDArray[np.bool_], pixel_mm: float, opening_mm: float) -> NDArray[np.bool_]:
@@ -86,32 +111,31 @@ def body_mask(mask: NDArray[np.bool_], pixel_mm: float, opening_mm: float) -> ND
     The opening cuts the thin shell of the CT couch (and immobilisation straps) where
     they touch the patient, so the couch is not part of the body; a dilation of the
     same radius within ``mask`` then restores the skin surface the opening trimmed.
+    The in-plane morphology runs slice by slice in OpenCV (several times faster than
+    ``scipy.ndimage`` with a one-slice-thick structure, and the same result).
     """
     from scipy import ndimage
 
     disk = _disk(max(1, round(opening_mm / pixel_mm)))
-    opened: NDArray[np.bool_] = np.asarray(ndimage.binary_opening(mask, structure=disk), dtype=bool)
+    opened = _per_slice(_per_slice(mask, disk, erode=True), disk, erode=False)
     labels, count = ndimage.label(opened)
     if count == 0:
         return opened
     sizes = np.bincount(labels.ravel(), minlength=count + 1)
     sizes[0] = 0
     largest = labels == int(np.argmax(sizes))
-    body: NDArray[np.bool_] = np.asarray(ndimage.binary_dilation(largest, structure=disk) & mask, dtype=bool)
+    body: NDArray[np.bool_] = _per_slice(largest, disk, erode=False) & mask
     return body
 
 
 def _coarse_body(mask: NDArray[np.bool_], pixel_mm: float, opening_mm: float) -> NDArray[np.bool_]:
     """:func:`body_mask` computed on every k-th pixel (about 2 mm apart) and spread back, for speed."""
-    from scipy import ndimage
-
     stride = max(1, int(2.0 / pixel_mm))
     if stride == 1:
         return body_mask(mask, pixel_mm, opening_mm)
     coarse = body_mask(mask[:, ::stride, ::stride], pixel_mm * stride, opening_mm)
     spread = np.repeat(np.repeat(coarse, stride, axis=1), stride, axis=2)[:, : mask.shape[1], : mask.shape[2]]
-    grown = ndimage.binary_dilation(spread, structure=_disk(stride), iterations=1)
-    body: NDArray[np.bool_] = np.asarray(grown & mask, dtype=bool)
+    body: NDArray[np.bool_] = _per_slice(spread, _disk(stride), erode=False) & mask
     return body
 
 
@@ -168,8 +192,9 @@ def prepare_level(
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     metal = _dilate_mm(peak > metal_hu, spacing, metal_margin_mm)
     body = _coarse_body(mean > body_hu, float(min(spacing[1], spacing[2])), couch_opening_mm)
-    keep = ndimage.binary_dilation(body)
-    image = np.where(keep, mean, np.float32(_AIR_HU)).astype(np.float32)
+    keep = grow(body)
+    image = mean  # a new array: set to air in place
+    image[~keep] = np.float32(_AIR_HU)
     for axis in range(3):
         weights = _box_weights(blur_mm[axis] / spacing[axis])
         if len(weights) > 1:

@@ -4,6 +4,10 @@ The motion has six parameters: three rotation angles about the centre of the
 sample points (scaled by :data:`ARM_MM`, so that one unit moves a point at that
 distance by about 1 mm, like one unit of translation) and three translations, mm.
 A point p maps to R (p - c) + c + t, with R = Rz Ry Rx.
+
+:class:`Similarity` evaluates through the numba kernel
+:func:`guidance.registration._kernels.ncc_gradient`; :func:`weighted_ncc` is the
+numpy statement of the same arithmetic (and its reference in the tests).
 """
 
 from __future__ import annotations
@@ -88,6 +92,7 @@ class Similarity:
         self._values = np.zeros(n)
         self._gradients = np.zeros((n, 3))
         self._ok = np.zeros(n, dtype=np.bool_)
+        self._sums = np.zeros((3, 4))
         self.evaluations = 0
 
     def sample(self, params: NDArray[np.float64]) -> int:
@@ -101,26 +106,32 @@ class Similarity:
         )
         return count
 
+    def _evaluate(self, params: NDArray[np.float64]) -> float:
+        """Sample at ``params`` and return the NCC; the gradient sums are left in ``self._sums``."""
+        from guidance.registration import _kernels
+
+        matrix = self._to_index @ motion_matrix(params, self.centre)
+        self.evaluations += 1
+        ncc, _ = _kernels.ncc_gradient(
+            self.fixed.image, self._valid, matrix, self.points, self.centre, self.samples.values,
+            self.samples.weights, self._values, self._gradients, self._ok, self._sums,
+        )  # fmt: skip
+        return float(ncc)
+
     def ncc(self, params: NDArray[np.float64]) -> float:
         """NCC at ``params`` (0 when fewer than 2 points overlap)."""
-        self.sample(params)
-        ok = self._ok
-        value, _ = weighted_ncc(self._values[ok], self.samples.values[ok], self.samples.weights[ok])
-        return value
+        return self._evaluate(params)
 
     def loss_and_gradient(self, params: NDArray[np.float64]) -> tuple[float, NDArray[np.float64]]:
         """1 - NCC and its gradient with respect to the six parameters."""
-        self.sample(params)
-        ok = self._ok
-        ncc, d_ncc = weighted_ncc(self._values[ok], self.samples.values[ok], self.samples.weights[ok])
-        # d value / d mm = (d index / d mm)^T (d value / d index)
-        g_mm = self._gradients[ok] @ self._to_index[:3, :3]
-        weighted = d_ncc[:, None] * g_mm
+        ncc = self._evaluate(params)
+        # d value / d mm = (d index / d mm)^T (d value / d index): sums over points of
+        # d NCC / d f_i * gradient_i (in mm) and of its outer product with the lever arm.
+        to_index = self._to_index[:3, :3]
+        moment = to_index.T @ self._sums[:, 1:]
         _, derivatives = _rotations(np.asarray(params[:3], dtype=np.float64) / ARM_MM)
-        offsets = self.points[ok] - self.centre
-        moment = weighted.T @ offsets
         gradient = np.empty(6)
         for k in range(3):
             gradient[k] = float(np.sum(derivatives[k] * moment)) / ARM_MM
-        gradient[3:] = weighted.sum(axis=0)
+        gradient[3:] = to_index.T @ self._sums[:, 0]
         return 1.0 - ncc, -gradient

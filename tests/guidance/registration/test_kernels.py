@@ -82,3 +82,26 @@ def test_motion_matrix_rotates_about_the_centre() -> None:
     matrix = motion_matrix(np.array([10.0, -20.0, 30.0, 0.0, 0.0, 0.0]), centre)
     np.testing.assert_allclose(matrix[:3, :3] @ centre + matrix[:3, 3], centre, atol=1e-12)
     np.testing.assert_allclose(matrix[:3, :3] @ matrix[:3, :3].T, np.eye(3), atol=1e-12)
+
+
+def test_fused_ncc_kernel_matches_weighted_ncc() -> None:
+    """The NCC of the fused sample-and-correlate kernel equals weighted_ncc over the ok points."""
+    rng = np.random.default_rng(3)
+    image = ndimage.gaussian_filter(rng.normal(size=(10, 16, 16)) * 300, 1.5).astype(np.float32)
+    valid = rng.uniform(size=image.shape) > 0.1
+    points = rng.uniform([-1, -1, -1], [11, 17, 17], size=(2000, 3))
+    moving, weights = rng.normal(size=2000), rng.choice([1.0, 2.0], size=2000)
+    matrix = np.eye(4)[:3]
+    values, gradients, ok = np.zeros(2000), np.zeros((2000, 3)), np.zeros(2000, dtype=bool)
+    sums = np.zeros((3, 4))
+    centre = points.mean(axis=0)
+    ncc, count = _kernels.ncc_gradient(
+        image, valid, matrix, points, centre, moving, weights, values, gradients, ok, sums
+    )
+    expected, d_ncc = weighted_ncc(values[ok], moving[ok], weights[ok])
+    assert 500 < count == ok.sum() < 2000
+    assert ncc == pytest.approx(expected, abs=1e-12)
+    np.testing.assert_allclose(sums[:, 0], d_ncc @ gradients[ok], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(
+        sums[:, 1:], (d_ncc[:, None] * gradients[ok]).T @ (points[ok] - centre), rtol=1e-9, atol=1e-12
+    )
