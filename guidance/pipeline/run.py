@@ -1,0 +1,223 @@
+"""One intra-procedure scan plus the plan -> one :class:`GuidanceResult`.
+
+The stages and what each needs are listed in :mod:`guidance.pipeline.stages`. A
+stage that fails (bad input, registration FAIL) leaves a warning and its
+dependants skipped; the stages that could run still give their results.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from guidance.pipeline import stages
+from guidance.pipeline.result import GuidanceResult, PipelineOptions, StageRun
+from guidance.pipeline.warnings import scan_warnings
+from guidance.plan import Plan
+from guidance.provenance import Provenance
+from guidance.registration import RegistrationResult, Verdict
+from guidance.volume import Volume
+
+__all__ = ["run_pipeline"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass
+class _Runner:
+    """Times each stage, records its provenance, turns a stage failure into a warning."""
+
+    runs: list[StageRun] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def stage(
+        self, name: str, parameters: dict[str, Any], function: Callable[..., T], *args: Any
+    ) -> T | None:
+        from guidance import __version__
+
+        started = time.perf_counter()
+        try:
+            value = function(*args)
+        except (ValueError, RuntimeError, np.linalg.LinAlgError) as exc:
+            seconds = time.perf_counter() - started
+            logger.warning("pipeline stage %s failed after %.2f s: %s", name, seconds, exc)
+            self.warnings.append(f"{name} failed: {exc}")
+            self.runs.append(StageRun(name, seconds, False, f"failed: {exc}", None))
+            return None
+        seconds = time.perf_counter() - started
+        inner = getattr(value, "provenance", None)
+        used = {**parameters, **inner.parameters} if isinstance(inner, Provenance) else parameters
+        self.runs.append(StageRun(name, seconds, True, "", Provenance(name, used, __version__, seconds)))
+        logger.info("pipeline stage %s: %.2f s", name, seconds)
+        return value
+
+    def skip(self, name: str, reason: str) -> None:
+        self.runs.append(StageRun(name, 0.0, False, reason, None))
+
+
+def _validate(scan: Volume, plan: Plan, planning_ct: Volume, previous: GuidanceResult | None) -> None:
+    for name, value, kind in (
+        ("scan", scan, Volume),
+        ("plan", plan, Plan),
+        ("planning_ct", planning_ct, Volume),
+    ):
+        if not isinstance(value, kind):
+            raise TypeError(f"run_pipeline: {name} must be a {kind.__name__}; got {type(value).__name__}")
+    if previous is not None and not isinstance(previous, GuidanceResult):
+        raise TypeError(
+            f"run_pipeline: previous must be a GuidanceResult or None; got {type(previous).__name__}"
+        )
+    if (
+        planning_ct.frame_of_reference_uid
+        and plan.frame_of_reference_uid != planning_ct.frame_of_reference_uid
+    ):
+        raise ValueError(
+            f"run_pipeline: the plan's FrameOfReferenceUID {plan.frame_of_reference_uid!r} is not "
+            f"the planning CT's {planning_ct.frame_of_reference_uid!r}; pass the CT the plan was made on"
+        )
+
+
+def _usable(registration: RegistrationResult | None, options: PipelineOptions, runner: _Runner) -> bool:
+    if registration is None:
+        return False
+    if registration.quality.verdict is Verdict.FAIL and not options.use_failed_registration:
+        reasons = "; ".join(registration.quality.reasons)
+        runner.warnings.append(f"registration FAIL ({reasons}): nothing is mapped into the plan; re-register")
+        return False
+    return True
+
+
+def _mapped(
+    seeds: Any, transform: NDArray[np.float64] | None
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    if seeds is None or transform is None:
+        return np.zeros((0, 3)), np.zeros((0, 3))
+    positions = np.array([s.position_mm for s in seeds.seeds], dtype=np.float64).reshape(-1, 3)
+    directions = np.array([s.direction for s in seeds.seeds], dtype=np.float64).reshape(-1, 3)
+    return stages.apply_transform(transform, positions), stages.rotate(transform, directions)
+
+
+def _dose_and_coverage(
+    runner: _Runner, inputs: tuple[Plan, Volume, Any, Any],
+    mapped: tuple[NDArray[np.float64], NDArray[np.float64]], transform: NDArray[np.float64] | None,
+    options: PipelineOptions,
+) -> tuple[Any, Any, Any, Any]:  # fmt: skip
+    plan, planning_ct, needles, match = inputs
+    names = ("dose", "metrics", "cold_spots", "suggest")
+    if transform is None:
+        for name in names:
+            runner.skip(name, "no usable registration")
+        return None, None, None, None
+    grid_parameters = {"margin_mm": options.dose_margin_mm, "spacing_mm": options.dose_spacing_mm,
+                       "n_seeds": len(mapped[0])}  # fmt: skip
+    dose = runner.stage("dose", grid_parameters, stages.dose_stage, plan, *mapped, match, options)
+    if dose is None:
+        for name in names[1:]:
+            runner.skip(name, "no dose")
+        return None, None, None, None
+    away = stages.organs_outside(plan, dose.grid)
+    if away:
+        runner.notes.append(f"organs {list(away)} lie wholly outside the dose grid: not evaluated")
+    report = runner.stage(
+        "metrics", {"organs_off_grid": list(away)}, stages.metrics_stage, dose, plan, options, away
+    )
+    needles_plan = stages.needles_in_plan(needles, transform)
+    body = stages.body_mask_on(dose.grid, plan, planning_ct, options)
+    cold = runner.stage(
+        "cold_spots", {}, stages.cold_spot_stage, dose, plan, body, (needles_plan, away), options
+    )
+    suggestions = None
+    if not options.suggest:
+        runner.skip("suggest", "disabled by PipelineOptions.suggest")
+    elif cold is None:
+        runner.skip("suggest", "no cold-spot report")
+    else:
+        suggestions = runner.stage(
+            "suggest",
+            {},
+            stages.suggestion_stage,
+            dose,
+            mapped,
+            plan,
+            body,
+            (needles_plan, match, away),
+            options,
+        )
+    return dose, report, cold, suggestions
+
+
+def run_pipeline(
+    scan: Volume,
+    plan: Plan,
+    planning_ct: Volume,
+    *,
+    previous: GuidanceResult | None = None,
+    options: PipelineOptions | None = None,
+    verification: bool = False,
+) -> GuidanceResult:
+    """Register, detect, match, compute dose, metrics, cold spots and suggestions for one scan.
+
+    Parameters
+    ----------
+    scan : Volume
+        Intra-procedure CT, HU, (S, R, C), its own patient frame (LPS mm).
+    plan : Plan
+        Seeds, needles, structures and prescription in the planning frame.
+    planning_ct : Volume
+        The CT the plan was made on (fixed image of the registration).
+    previous : GuidanceResult, optional
+        The session's previous result: its scan-to-plan transform starts the registration.
+    options : PipelineOptions, optional
+    verification : bool
+        The scan verifies a finished implant: planned seeds not found are reported missing.
+
+    Returns
+    -------
+    GuidanceResult
+        Immutable; stages that could not run are listed as skipped with the reason.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Inputs of the wrong type, or a plan not made on ``planning_ct`` (FrameOfReferenceUID,
+        DICOM PS3.3 C.7.4.1).
+    """
+    _validate(scan, plan, planning_ct, previous)
+    opts = options or PipelineOptions()
+    runner = _Runner()
+    initial = None if previous is None else previous.scan_to_plan
+    registration = runner.stage(
+        "register", {"initial_from_previous": initial is not None}, stages.register_stage, scan, planning_ct,
+        initial, opts,
+    )  # fmt: skip
+    transform = registration.moving_to_fixed if _usable(registration, opts, runner) and registration else None
+    needles = runner.stage("needles", {}, stages.needle_stage, scan)
+    seeds = runner.stage("seeds", {"needles_masked": needles is not None}, stages.seed_stage, scan, needles)
+    mapped = _mapped(seeds, transform)
+    match = None
+    if transform is None:
+        runner.skip("match", "no usable registration")
+    else:
+        match = runner.stage("match", {}, stages.match_stage, plan, transform, seeds, needles)
+    dose, report, cold, suggestions = _dose_and_coverage(
+        runner, (plan, planning_ct, needles, match), mapped, transform, opts
+    )
+    warnings = scan_warnings(scan, plan, (registration, transform), (needles, seeds, match), verification)
+    extra = [*runner.notes, *(report.warnings if report else ()), *(cold.warnings if cold else ())]
+    return GuidanceResult(
+        scan_frame_of_reference_uid=scan.frame_of_reference_uid,
+        plan_frame_of_reference_uid=plan.frame_of_reference_uid, is_verification=verification,
+        registration=registration, scan_to_plan=transform, needles=needles, seeds=seeds,
+        seeds_plan_mm=mapped[0], seed_directions_plan=mapped[1], match=match, dose=dose, dose_report=report,
+        cold_spots=cold, suggestions=suggestions, warnings=(*runner.warnings, *warnings, *extra),
+        stages=tuple(runner.runs),
+    )  # fmt: skip
