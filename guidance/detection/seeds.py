@@ -4,7 +4,9 @@ Method:
 
 1. Candidates: connected regions (26-connectivity) of voxels above ``threshold_hu``
    outside ``exclude_mask`` (needles); regions longer than ``max_extent_mm`` are bone
-   or needles, not seeds. The volume is labelled on 4-voxel blocks first and only the
+   or needles, not seeds, unless they are a thin chain of up to ``max_cluster`` seeds
+   touching end to end along one needle (no wider than a seed is long, no longer than
+   ``max_cluster`` x (4.5 mm + one voxel)). The volume is labelled on 4-voxel blocks first and only the
    boxes of the coarse components at full resolution (the same regions, found without
    labelling the whole volume).
 2. Each region's local background is the median HU of a shell around it; its excess
@@ -52,6 +54,7 @@ class _Region:
 
 
 _BLOCK = 4
+_SEED_LENGTH_MM = 4.5  # I-125 seeds (6711, 6702, IAI-125A, ...): 4.5 mm x 0.8 mm
 _CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
 
 
@@ -120,8 +123,7 @@ def _regions(
     regions: list[_Region] = []
     rejected: list[tuple[NDArray[np.float64], str]] = []
     for box, inside in _components(mask):
-        extent = np.array([sl.stop - sl.start for sl in box], dtype=np.float64) * spacing
-        if float(np.linalg.norm(extent)) > opts.max_extent_mm:
+        if not _seed_sized(inside, box, ct, opts):
             continue
         grown = tuple(slice(max(0, sl.start - m), sl.stop + m) for sl, m in zip(box, margin, strict=True))
         own = np.zeros(tuple(sl.stop - sl.start for sl in grown), dtype=bool)
@@ -146,6 +148,29 @@ def _regions(
         else:
             regions.append(region)
     return regions, rejected
+
+
+def _seed_sized(inside: NDArray[np.bool_], box: tuple[slice, ...], ct: Volume, opts: SeedOptions) -> bool:
+    """Whether a region is small enough for a seed, a cluster or a chain of seeds (not bone or a needle).
+
+    Compact regions fit in ``max_extent_mm`` (bounding-box diagonal). Seeds dropped along one
+    needle touch end to end: a chain of up to ``max_cluster`` seeds is one thin region,
+    up to ``max_cluster`` x (seed length + one voxel of blur or gap) long along its principal
+    axis and no wider than one seed is long.
+    """
+    spacing = ct.spacing_mm
+    extent = np.array([sl.stop - sl.start for sl in box], dtype=np.float64) * spacing
+    if float(np.linalg.norm(extent)) <= opts.max_extent_mm:
+        return True
+    points = ct.index_to_patient(np.argwhere(inside).astype(np.float64))
+    offset = points - points.mean(axis=0)
+    values, vectors = np.linalg.eigh(offset.T @ offset / len(points))
+    axis = vectors[:, -1]
+    voxel_along = float(np.abs(np.asarray(ct.affine)[:3, :3].T @ axis).sum())  # one voxel's extent
+    length = float(np.ptp(offset @ axis)) + voxel_along
+    width = float(np.sqrt(12.0 * max(values[-2], 0.0)))  # full width of a uniform cross-section
+    chain_mm = opts.max_cluster * (_SEED_LENGTH_MM + float(np.max(spacing)))
+    return length <= chain_mm and width <= _SEED_LENGTH_MM
 
 
 def _streak_like(region: _Region, ct: Volume, opts: SeedOptions) -> str:
