@@ -125,7 +125,11 @@ def _regions(
     for box, inside in _components(mask):
         if not _seed_sized(inside, box, ct, opts):
             continue
-        grown = tuple(slice(max(0, sl.start - m), sl.stop + m) for sl, m in zip(box, margin, strict=True))
+        # Clipped at the volume's faces: a seed in the first or last slice is common in short scans.
+        grown = tuple(
+            slice(max(0, sl.start - m), min(n, sl.stop + m))
+            for sl, m, n in zip(box, margin, mask.shape, strict=True)
+        )
         own = np.zeros(tuple(sl.stop - sl.start for sl in grown), dtype=bool)
         own[tuple(slice(b.start - g.start, b.stop - g.start) for b, g in zip(box, grown, strict=True))] = (
             inside

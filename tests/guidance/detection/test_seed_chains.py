@@ -73,3 +73,18 @@ def test_long_or_wide_regions_are_not_seed_chains(half_length_mm: float, radius_
     found = detect_seeds(_bar(half_length_mm, radius_mm), options=SeedOptions(single_seed_integral=None))
     assert len(found.seeds) == 1
     assert float(np.linalg.norm(found.positions_mm[0] - [40.0, 45.0, 15.0])) < 0.5
+
+
+@pytest.mark.parametrize("face", ["first", "last"])
+def test_seed_cut_by_the_first_or_last_slice_is_found_without_error(face: str) -> None:
+    # Short intra-operative scans often cut a seed at their first or last slice: the
+    # background shell around it must stop at the volume's faces.
+    shape = (6, 40, 40)
+    s, r, c = np.meshgrid(*(np.arange(n, dtype=float) for n in shape), indexing="ij")
+    centre_s = 0.0 if face == "first" else shape[0] - 1.0
+    inside = ((s - centre_s) / 2.2) ** 2 + ((r - 20.0) / 0.5) ** 2 + ((c - 20.0) / 0.5) ** 2 <= 1.0
+    values = np.where(inside, 3000.0, 40.0).astype(np.float32)
+    ct = Volume(values, np.diag([1.0, 1.0, 1.0, 1.0]), "1.2.3")
+    found = detect_seeds(ct)
+    assert len(found.seeds) == 1
+    assert abs(found.seeds[0].position_mm[1] - 20.0) < 0.5 and abs(found.seeds[0].position_mm[2] - 20.0) < 0.5
