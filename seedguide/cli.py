@@ -1,7 +1,7 @@
 """The ``seedguide`` command: one entry point, one subcommand per job.
 
 ``seedguide inspect PATH...``  what a folder of DICOM files holds, and what is wrong with it
-``seedguide demo``             the bundled example, written and inspected
+``seedguide demo``             a simulated procedure through the guidance pipeline (headless)
 ``seedguide node``             the DICOM node alone, as a service
 """
 
@@ -45,15 +45,22 @@ def _build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="write the bundled example case (CT, structures, seed plan) and inspect it",
-        description="Write the bundled example case (a neck-like phantom CT, its RT Structure Set "
-        "and an I-125 seed RT Plan) to OUT/example (replacing the .dcm files of an earlier run) "
-        "and show what seedguide reads from it.",
+        help="simulate a procedure and run every scan through the guidance pipeline (headless)",
+        description="Plan a synthetic head-and-neck patient, simulate the procedure scan by scan and "
+        "run each scan through the guidance pipeline (registration, needles, seeds, dose, metrics, "
+        "cold spots, suggested seeds), printing one line per scan. The session folder OUT keeps the "
+        "plan, the scans with their ground truth and each result.json (a new session replaces it).",
     )
     demo.add_argument(
-        "--out", type=Path, default=Path("seedguide-demo"), help="folder to write (default: %(default)s)"
+        "--out", type=Path, default=Path("seedguide-demo"), help="session folder (default: %(default)s)"
     )
-    demo.add_argument("--json", action="store_true", help="print the inspection as JSON")
+    demo.add_argument("--seed", type=int, default=1, help="seed of the simulated patient and procedure")
+    demo.add_argument(
+        "--scenario",
+        default="cold-spot",
+        choices=["easy", "standard", "thick-slices", "cold-spot", "hard"],
+        help="how the simulated procedure goes (default: %(default)s)",
+    )
 
     node = commands.add_parser(
         "node",
@@ -84,17 +91,18 @@ def _run_inspect(args: argparse.Namespace) -> int:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from simulators.example import write_example
+    import shutil
 
-    folder = args.out / "example"
-    # The example's files get new UIDs on every run: replace the previous run's
-    # files rather than pile up several copies of the case.
-    stale = sorted(folder.glob("*.dcm")) if folder.is_dir() else []
-    for path in stale:
-        path.unlink()
-    paths = write_example(folder)
-    logger.info("wrote the example case (%d files) to %s", len(paths), folder)
-    return _report(survey([folder]), args.json)
+    from seedguide.demo import run_demo
+
+    marker = args.out / "plan"
+    if args.out.exists() and any(args.out.iterdir()) and not marker.is_dir():
+        sys.stderr.write(f"seedguide demo: error: {args.out} exists and is not a demo session folder\n")
+        return EXIT_USAGE
+    # A session folder of an earlier demo is replaced, never merged with the new one.
+    shutil.rmtree(args.out, ignore_errors=True)
+    run_demo(args.out, seed=args.seed, scenario=args.scenario, write=sys.stdout)
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -78,24 +78,43 @@ def test_missing_path_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFix
     assert "no such file or folder" in capsys.readouterr().err
 
 
-def test_demo_writes_and_reads_back_the_example(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "demo"
-    assert main(["demo", "--json", "--out", str(out)]) == 0
-    capsys.readouterr()
-    assert main(["demo", "--json", "--out", str(out)]) == 0  # a second run replaces the first
+def test_demo_runs_a_simulated_procedure_through_the_pipeline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "session"
+    assert main(["demo", "--out", str(out), "--seed", "1", "--scenario", "cold-spot"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("plan: ")
+    scans = sorted((out / "scans").iterdir())
+    assert len(scans) >= 2
+    assert [line.split(":")[0] for line in printed.splitlines() if line.startswith("scan ")] == [
+        f"scan {k}" for k in range(1, len(scans) + 1)
+    ]
+    results = [json.loads((folder / "result.json").read_text()) for folder in scans]
+    assert {r["schema"] for r in results} == {"seedguide.result/1"}
+    truth = json.loads((scans[-1] / "truth.json").read_text())
+    final = results[-1]
+    # The cold-spot scenario loses a whole needle's seeds: the last scan shows it and proposes seeds.
+    assert truth["seeds_missing"]
+    assert final["registration"]["verdict"] == "pass"
+    assert final["coverage"]["cold_spots"]
+    assert final["suggestions"]["seeds"]
+    # The session's plan folder is a planning set that inspect reads as such.
+    assert main(["inspect", "--json", str(out / "plan")]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["files"] == 42
-    (series,) = report["series"]
-    assert series["shape"] == [40, 128, 128]
-    assert series["spacing_mm"] == [2.5, 1.5, 1.5]
     (plan,) = report["plans"]
-    assert plan["seeds"] == 12 and plan["needles"] == 3
-    assert plan["prescription_gy"] == pytest.approx(120.0)
-    (structure_set,) = report["structure_sets"]
-    assert [s["name"] for s in structure_set["structures"]] == ["BODY", "GTV", "SpinalCord"]
-    # One study, one frame of reference across the written set.
-    assert plan["frame_of_reference_uid"] == series["frame_of_reference_uid"]
-    assert structure_set["frame_of_reference_uid"] == series["frame_of_reference_uid"]
+    assert plan["seeds"] > 0 and plan["isotopes"] == ["I-125"]
+
+
+def test_demo_refuses_to_replace_a_folder_it_did_not_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    precious = tmp_path / "patient-data"
+    precious.mkdir()
+    (precious / "CT1.dcm").write_bytes(b"not ours")
+    assert main(["demo", "--out", str(precious)]) == 2
+    assert "not a demo session folder" in capsys.readouterr().err
+    assert (precious / "CT1.dcm").read_bytes() == b"not ours"
 
 
 def test_console_entry_point_runs(shared_data: Path) -> None:
