@@ -41,10 +41,9 @@ from guidance.dicomio.rtdvh import (
     DvhVolumeUnits,
     add_dvh_module,
     dvh_from_item,
-    element_values,
     gy_per_dose_unit,
 )
-from guidance.dicomio.values import ds_text, ds_texts
+from guidance.dicomio.values import ds_text, ds_texts, element_values, finite_numbers
 from guidance.volume import Volume, affine_from_dicom
 
 __all__ = [
@@ -212,20 +211,8 @@ def _frames(ds: Dataset, name: str) -> NDArray[Any]:
     return pixels
 
 
-def _floats(ds: Dataset, keyword: str, count: int | None, name: str) -> NDArray[np.float64]:
-    values = element_values(ds.get(keyword))
-    try:
-        array = np.array([float(v) for v in values], dtype=np.float64)
-    except (TypeError, ValueError):
-        raise DicomInputError(f"{keyword} holds non-numeric values {values!r}", [name]) from None
-    wanted = f"{count}" if count is not None else "one or more"
-    if (count is not None and array.shape != (count,)) or array.size == 0 or not np.all(np.isfinite(array)):
-        raise DicomInputError(f"{keyword} must hold {wanted} finite numbers; got {values!r}", [name])
-    return array
-
-
 def _orientation(ds: Dataset, name: str) -> NDArray[np.float64]:
-    iop = _floats(ds, "ImageOrientationPatient", 6, name)
+    iop = finite_numbers(ds.get("ImageOrientationPatient"), "ImageOrientationPatient", name, 6)
     row, col = iop[:3], iop[3:]
     if (
         abs(np.linalg.norm(row) - 1) > _COSINE_TOL
@@ -258,7 +245,7 @@ def _frame_distances_mm(
         if frames > 1:
             raise SeriesGeometryError(f"{frames}-frame RT Dose without GridFrameOffsetVector", [name])
         return np.zeros(1)
-    offsets = _floats(ds, "GridFrameOffsetVector", None, name)
+    offsets = finite_numbers(ds.get("GridFrameOffsetVector"), "GridFrameOffsetVector", name, None)
     if offsets[0] == 0.0:
         distances = offsets  # form (a): relative to the first frame, along row x column
     elif abs(offsets[0] - z_mm) <= 1e-3 and np.allclose(iop, _AXIAL, atol=_COSINE_TOL):
@@ -316,9 +303,9 @@ def _slice_step_mm(
 
 
 def _dose_affine(ds: Dataset, name: str, frames: int, tolerance_mm: float) -> NDArray[np.float64]:
-    position = _floats(ds, "ImagePositionPatient", 3, name)
+    position = finite_numbers(ds.get("ImagePositionPatient"), "ImagePositionPatient", name, 3)
     iop = _orientation(ds, name)
-    spacing = _floats(ds, "PixelSpacing", 2, name)
+    spacing = finite_numbers(ds.get("PixelSpacing"), "PixelSpacing", name, 2)
     if np.any(spacing <= 0):
         raise SeriesGeometryError(f"PixelSpacing must be > 0; got {spacing.tolist()}", [name])
     distances = _frame_distances_mm(ds, name, frames, float(position[2]), iop)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -18,7 +17,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import RTStructureSetStorage
 
 from guidance.dicomio.errors import DicomInputError
-from guidance.dicomio.values import ds_texts
+from guidance.dicomio.values import ds_texts, element_values
 
 __all__ = [
     "DoseVolumeHistogram",
@@ -26,7 +25,6 @@ __all__ = [
     "DvhVolumeUnits",
     "add_dvh_module",
     "dvh_from_item",
-    "element_values",
     "gy_per_dose_unit",
 ]
 
@@ -143,13 +141,6 @@ class DoseVolumeHistogram:
             per_bin = self.volumes * self.dose_bin_widths_gy
         cumulative: NDArray[np.float64] = np.cumsum(per_bin[::-1])[::-1]
         return cumulative
-
-
-def element_values(value: Any) -> list[Any]:
-    """The values of a data element, whatever its multiplicity (pydicom gives VM 1 unwrapped)."""
-    if value is None or isinstance(value, str | bytes):
-        return [] if value in (None, "", b"") else [value]
-    return list(value) if isinstance(value, Sequence) else [value]
 
 
 def gy_per_dose_unit(units: str, name: str, gy_per_relative_unit: float | None) -> float:

@@ -26,6 +26,7 @@ from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, Implic
 
 from guidance.dicomio.dataset import LoadedDataset
 from guidance.dicomio.errors import DicomInputError, SeriesGeometryError
+from guidance.dicomio.values import finite_numbers
 
 __all__ = [
     "ORTHOGONALITY_TOLERANCE",
@@ -68,16 +69,6 @@ _NATIVE_SYNTAXES = {
     (False, True): ExplicitVRLittleEndian,
     (False, False): ExplicitVRBigEndian,
 }
-
-
-def _floats(value: Any, count: int, keyword: str, where: str) -> NDArray[np.float64]:
-    try:
-        array = np.asarray([float(v) for v in value], dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise DicomInputError(f"{keyword} is not {count} numbers: {value!r} ({where})", [where]) from exc
-    if array.shape != (count,) or not np.all(np.isfinite(array)):
-        raise DicomInputError(f"{keyword} must be {count} finite numbers; got {value!r}", [where])
-    return array
 
 
 def _optional_float(value: Any) -> float | None:
@@ -234,16 +225,16 @@ def image_planes(item: LoadedDataset) -> list[ImagePlane]:
                     "export the series from the scanner or planning system with its Image Plane module",
                     [where],
                 )
-        orientation = _floats(attrs["ImageOrientationPatient"], 6, "ImageOrientationPatient", where)
+        orientation = finite_numbers(attrs["ImageOrientationPatient"], "ImageOrientationPatient", where, 6)
         _check_orientation(orientation, where)
-        spacing = _floats(attrs["PixelSpacing"], 2, "PixelSpacing", where)
+        spacing = finite_numbers(attrs["PixelSpacing"], "PixelSpacing", where, 2)
         if np.any(spacing <= 0):
             raise DicomInputError(f"PixelSpacing must be positive; got {spacing.tolist()}", [where])
         planes.append(
             ImagePlane(
                 item=item,
                 frame=frame,
-                position_mm=_floats(attrs["ImagePositionPatient"], 3, "ImagePositionPatient", where),
+                position_mm=finite_numbers(attrs["ImagePositionPatient"], "ImagePositionPatient", where, 3),
                 orientation=orientation,
                 pixel_spacing_mm=spacing,
                 rows=int(ds.Rows),

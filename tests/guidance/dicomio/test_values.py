@@ -26,3 +26,21 @@ def test_ds_text_known_values() -> None:
     assert ds_texts([[1.0, 2.5]]) == ["1.0", "2.5"]
     with pytest.raises(ValueError, match="cannot hold"):
         ds_text(float("nan"))
+
+
+def test_finite_numbers_checks_count_and_values() -> None:
+    from pydicom.multival import MultiValue
+    from pydicom.valuerep import DSfloat
+
+    from guidance.dicomio.errors import DicomInputError
+    from guidance.dicomio.values import finite_numbers
+
+    spacing = MultiValue(DSfloat, ["0.5", "0.75"])
+    assert finite_numbers(spacing, "PixelSpacing", "f.dcm", 2).tolist() == [0.5, 0.75]
+    assert finite_numbers(DSfloat("2.5"), "SliceThickness", "f.dcm").tolist() == [2.5]  # VM 1, unwrapped
+    with pytest.raises(DicomInputError, match=r"PixelSpacing must be 2 finite numbers.*f\.dcm"):
+        finite_numbers(MultiValue(DSfloat, ["0.5"]), "PixelSpacing", "f.dcm", 2)
+    with pytest.raises(DicomInputError, match="must be one or more finite numbers"):
+        finite_numbers(None, "GridFrameOffsetVector", "f.dcm")
+    with pytest.raises(DicomInputError, match="is not 3 numbers"):
+        finite_numbers(["1", "x", "2"], "ImagePositionPatient", "f.dcm", 3)
