@@ -95,8 +95,8 @@ def _run_demo(args: argparse.Namespace) -> int:
 
     from seedguide.demo import run_demo
 
-    marker = args.out / "plan"
-    if args.out.exists() and any(args.out.iterdir()) and not marker.is_dir():
+    marker = args.out / "session.json"
+    if args.out.exists() and any(args.out.iterdir()) and not marker.is_file():
         sys.stderr.write(f"seedguide demo: error: {args.out} exists and is not a demo session folder\n")
         return EXIT_USAGE
     # A session folder of an earlier demo is replaced, never merged with the new one.

@@ -11,15 +11,15 @@ folder keeps the plan, each scan with its ground truth and its ``result.json``.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
 from typing import TextIO
 
 from guidance.dicomio.ct import read_ct_series
-from guidance.dicomio.dataset import StudyContext, save
+from guidance.dicomio.dataset import StudyContext
 from guidance.pipeline import GuidanceResult, run_pipeline
+from guidance.session import SessionFolder
 from simulators.case import PlanOptions, phantom_config, plan_case, plan_datasets
 from simulators.phantom import make_patient
 from simulators.procedure import iter_scans, simulate_procedure
@@ -51,8 +51,8 @@ def scan_summary(index: int, result: GuidanceResult, prescription_gy: float, sec
 def run_demo(out: Path, *, seed: int = 1, scenario: str = "cold-spot", write: TextIO) -> list[GuidanceResult]:
     """Plan, simulate and analyse a small procedure; write the session folder ``out``.
 
-    Layout: ``out/plan`` (planning CT, RT Structure Set, RT Plan) and
-    ``out/scans/NN`` (the scan's CT series, ``truth.json``, ``result.json``).
+    ``out`` is a session folder (:mod:`guidance.session.folder`): the plan, and per scan
+    its CT series, DICOM exports, ``truth.json`` and ``result.json``.
     """
     context = StudyContext(patient_id="SEEDGUIDE-DEMO", patient_name="DEMO^NECK")
     started = time.perf_counter()
@@ -60,8 +60,9 @@ def run_demo(out: Path, *, seed: int = 1, scenario: str = "cold-spot", write: Te
     patient = make_patient(config, seed=seed)
     options = PlanOptions()
     case_plan = plan_case(patient, options)
-    save(plan_datasets(patient, case_plan, context), out / "plan")
-    plan = case_plan.plan
+    session = SessionFolder.create(out, plan_datasets(patient, case_plan, context))
+    bundle = session.load_bundle()
+    plan = bundle.plan
     write.write(
         f"plan: {len(plan.seeds)} I-125 seeds on {len(plan.needles)} needles, "
         f"GTV {patient.gtv_volume_cc:.1f} cc, "
@@ -72,13 +73,11 @@ def run_demo(out: Path, *, seed: int = 1, scenario: str = "cold-spot", write: Te
     results: list[GuidanceResult] = []
     previous: GuidanceResult | None = None
     for index, output in enumerate(iter_scans(patient, procedure, context), start=1):
-        folder = out / "scans" / f"{index:02d}"
-        save(output.datasets, folder)
-        (folder / "truth.json").write_text(json.dumps(output.truth, indent=1))
+        record = session.new_scan(output.datasets)
         began = time.perf_counter()
-        result = run_pipeline(read_ct_series(output.datasets), plan, patient.ct, previous=previous)
+        result = run_pipeline(read_ct_series(output.datasets), plan, bundle.planning_ct, previous=previous)
         seconds = time.perf_counter() - began
-        (folder / "result.json").write_text(json.dumps(result.to_dict(), indent=1, allow_nan=False))
+        session.record_result(record, result, bundle, truth=output.truth)
         write.write(scan_summary(index, result, options.prescription_gy, seconds) + "\n")
         for warning in result.warnings:
             write.write(f"  warning: {warning}\n")
