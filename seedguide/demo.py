@@ -1,87 +1,146 @@
-"""``seedguide demo``: a simulated procedure run through the guidance pipeline.
+"""``seedguide demo``: a simulated procedure streamed into the node and analysed live.
 
 A synthetic head-and-neck patient is planned (needles avoiding bone, cord and
-carotids; seeds reaching the prescription), the procedure is simulated scan by
-scan (needles inserted, seeds dropped, patient motion, a seed row lost in the
-"cold-spot" scenario), and every scan goes through the same pipeline a live
-scan would: registration, needle and seed detection, matching to the plan,
-dose of the seeds found, metrics, cold spots and suggested seeds. The session
-folder keeps the plan, each scan with its ground truth and its ``result.json``.
+carotids; seeds reaching the prescription). A guidance service (node +
+pipeline + session folder, :mod:`seedguide.service`) listens on a free
+loopback port; the simulator sends the plan to it as a planning system would
+(planning CT, RT Structure Set, RT Plan), then renders and sends each
+intra-procedure scan as a scanner would. Each scan is analysed as soon as its
+series is complete: registration, needle and seed detection, matching to the
+plan, dose of the seeds found, metrics, cold spots and suggested seeds. The
+working folder keeps the node's store and the session (with each scan's
+ground truth, ``truth.json``, beside its result).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
-from guidance.dicomio.ct import read_ct_series
+from dicom_node.config import CallerRule, NodeConfig
 from guidance.dicomio.dataset import StudyContext
-from guidance.pipeline import GuidanceResult, run_pipeline
-from guidance.session import SessionFolder
+from guidance.session import durable_write
+from seedguide.serve import printer
+from seedguide.service import GuidanceService, Published
 from simulators.case import PlanOptions, phantom_config, plan_case, plan_datasets
 from simulators.phantom import make_patient
 from simulators.procedure import iter_scans, simulate_procedure
+from simulators.push import PushTarget, push
 
-__all__ = ["run_demo", "scan_summary"]
+__all__ = ["DemoOptions", "run_demo"]
 
 logger = logging.getLogger(__name__)
 
-
-def scan_summary(index: int, result: GuidanceResult, prescription_gy: float, seconds: float) -> str:
-    """One line an operator reads after a scan: is the target covered, and if not, what to add."""
-    verdict = result.registration.quality.verdict.value if result.registration is not None else "not run"
-    seeds = len(result.seeds.seeds) if result.seeds is not None else 0
-    needles = len(result.needles.needles) if result.needles is not None else 0
-    d90 = result.target_d90_gy
-    coverage = "no D90"
-    if d90 is not None:
-        coverage = f"D90 {d90:.1f} Gy ({100 * d90 / prescription_gy:.0f}% of {prescription_gy:g})"
-    cold = result.cold_spots.cold_spots if result.cold_spots is not None else ()
-    largest = f", largest {max(c.volume_cc for c in cold):.2f} cc" if cold else ""
-    suggested = len(result.suggestions.suggestions) if result.suggestions is not None else 0
-    return (
-        f"scan {index}: registration {verdict}, {needles} needle(s), {seeds} seed(s) found, {coverage}, "
-        f"{len(cold)} cold spot(s){largest}, {suggested} seed(s) suggested, "
-        f"{len(result.warnings)} warning(s), {seconds:.1f} s"
-    )
+CALLING_AE = "SIMULATOR"
 
 
-def run_demo(out: Path, *, seed: int = 1, scenario: str = "cold-spot", write: TextIO) -> list[GuidanceResult]:
-    """Plan, simulate and analyse a small procedure; write the session folder ``out``.
+@dataclass(frozen=True)
+class DemoOptions:
+    """How the demo runs.
 
-    ``out`` is a session folder (:mod:`guidance.session.folder`): the plan, and per scan
-    its CT series, DICOM exports, ``truth.json`` and ``result.json``.
+    Attributes
+    ----------
+    seed : int
+        Seed of the simulated patient and procedure.
+    scenario : str
+        easy, standard, thick-slices, cold-spot or hard.
+    quiet_period_s : float
+        Node quiet period before a series is announced.
+    interval_s : float
+        Least time between the start of two scans being sent (a procedure's pace).
+    timeout_s : float
+        Longest wait for the last result after the last scan was sent.
     """
+
+    seed: int = 1
+    scenario: str = "cold-spot"
+    quiet_period_s: float = 1.0
+    interval_s: float = 0.0
+    timeout_s: float = 300.0
+
+
+def run_demo(
+    out: Path,
+    *,
+    options: DemoOptions | None = None,
+    write: TextIO,
+    subscribers: tuple[Callable[[Published], None], ...] = (),
+    plan_subscribers: tuple[Callable[[Any], None], ...] = (),
+) -> list[Published]:
+    """Plan, start the service, stream the procedure into it; returns what was published, in order."""
+    opts = options or DemoOptions()
     context = StudyContext(patient_id="SEEDGUIDE-DEMO", patient_name="DEMO^NECK")
     started = time.perf_counter()
-    config = phantom_config("small", frame_of_reference_uid=context.frame_of_reference_uid)
-    patient = make_patient(config, seed=seed)
-    options = PlanOptions()
-    case_plan = plan_case(patient, options)
-    session = SessionFolder.create(out, plan_datasets(patient, case_plan, context))
-    bundle = session.load_bundle()
-    plan = bundle.plan
+    patient = make_patient(phantom_config("small", frame_of_reference_uid=context.frame_of_reference_uid),
+                           seed=opts.seed)  # fmt: skip
+    plan_options = PlanOptions()
+    case_plan = plan_case(patient, plan_options)
+    plan = case_plan.plan
     write.write(
         f"plan: {len(plan.seeds)} I-125 seeds on {len(plan.needles)} needles, "
         f"GTV {patient.gtv_volume_cc:.1f} cc, "
-        f"prescription {options.prescription_gy:g} Gy ({time.perf_counter() - started:.1f} s); "
-        f"procedure scenario '{scenario}'\n"
+        f"prescription {plan_options.prescription_gy:g} Gy ({time.perf_counter() - started:.1f} s); "
+        f"procedure scenario '{opts.scenario}'\n"
     )
-    procedure = simulate_procedure(patient, plan, scenario, seed=seed, context=context)
-    results: list[GuidanceResult] = []
-    previous: GuidanceResult | None = None
-    for index, output in enumerate(iter_scans(patient, procedure, context), start=1):
-        record = session.new_scan(output.datasets)
-        began = time.perf_counter()
-        result = run_pipeline(read_ct_series(output.datasets), plan, bundle.planning_ct, previous=previous)
-        seconds = time.perf_counter() - began
-        session.record_result(record, result, bundle, truth=output.truth)
-        write.write(scan_summary(index, result, options.prescription_gy, seconds) + "\n")
-        for warning in result.warnings:
-            write.write(f"  warning: {warning}\n")
-        results.append(result)
-        previous = result
-    write.write(f"session folder: {out}\n")
-    return results
+    procedure = simulate_procedure(patient, plan, opts.scenario, seed=opts.seed, context=context)
+    config = NodeConfig(port=0, quiet_period_s=opts.quiet_period_s,
+                        allowed_callers=(CallerRule(CALLING_AE, ("127.0.0.1",)),))  # fmt: skip
+    service = GuidanceService(out, config)
+    truths: dict[str, dict[str, Any]] = {}
+    published: list[Published] = []
+    all_in = threading.Event()
+
+    def _keep(item: Published) -> None:
+        truth = truths.get(item.series_instance_uid)
+        if truth is not None:
+            durable_write(item.record.folder / "truth.json", _json_dumps(truth))
+        published.append(item)
+        if len(published) >= len(procedure.scans):
+            all_in.set()
+
+    service.subscribe(_keep)
+    service.subscribe(printer(write, lambda: plan_options.prescription_gy))
+    for callback in subscribers:
+        service.subscribe(callback)
+    for plan_callback in plan_subscribers:
+        service.subscribe_plan(plan_callback)
+    service.start()
+    try:
+        _stream(service, (patient, case_plan, procedure, context), truths, opts, write)
+        if not all_in.wait(opts.timeout_s):
+            write.write(f"only {len(published)} of {len(procedure.scans)} scans were analysed in time\n")
+    finally:
+        service.stop()
+    write.write(f"session folder: {out / 'session'}\n")
+    return published
+
+
+def _json_dumps(value: Any) -> bytes:
+    return (json.dumps(value, indent=1, allow_nan=False) + "\n").encode()
+
+
+def _stream(
+    service: GuidanceService, case: tuple[Any, Any, Any, StudyContext], truths: dict[str, dict[str, Any]],
+    opts: DemoOptions, write: TextIO,
+) -> None:  # fmt: skip
+    patient, case_plan, procedure, context = case
+    host, port = service.node.address
+    target = PushTarget(host, port, called_ae=service.node.config.ae_title, calling_ae=CALLING_AE)
+    sent = push(plan_datasets(patient, case_plan, context), target)
+    write.write(
+        f"plan sent to the node at {host}:{port}: {len(sent.results) - len(sent.failed)} objects stored\n"
+    )
+    last = time.monotonic()
+    for output in iter_scans(patient, procedure, context):
+        time.sleep(max(0.0, last + opts.interval_s - time.monotonic()))
+        last = time.monotonic()
+        truths[str(output.datasets[0].SeriesInstanceUID)] = output.truth
+        summary = push(output.datasets, target)
+        if not summary.ok:
+            write.write(f"scan {output.scan.index}: {len(summary.failed)} instance(s) not stored\n")

@@ -46,6 +46,11 @@ class PipelineOptions:
         Body outline of the planning CT (when the plan has no EXTERNAL structure), HU.
     use_failed_registration : bool
         Continue after a FAIL verdict (the dose would be placed with a transform judged wrong).
+    seed_strength_u : float, optional
+        Air-kerma strength (U) of found seeds when the plan has no seeds to take it from
+        (post-implant analysis of a case planned elsewhere).
+    source_model_id : str, optional
+        TG-43 source model of those seeds (see ``guidance.dose.available_source_models``).
     """
 
     dose_margin_mm: float = 10.0
@@ -57,12 +62,18 @@ class PipelineOptions:
     min_cold_spot_cc: float = 0.05
     body_hu: float = -400.0
     use_failed_registration: bool = False
+    seed_strength_u: float | None = None
+    source_model_id: str | None = None
 
     def __post_init__(self) -> None:
         if not (self.dose_margin_mm >= 0 and self.dose_spacing_mm > 0 and self.min_cold_spot_cc >= 0):
             raise ValueError(
                 "PipelineOptions: need dose_margin_mm >= 0, dose_spacing_mm > 0, min_cold_spot_cc >= 0; got "
                 f"{self.dose_margin_mm}, {self.dose_spacing_mm}, {self.min_cold_spot_cc}"
+            )
+        if self.seed_strength_u is not None and not (0 < self.seed_strength_u < 1e3):
+            raise ValueError(
+                f"PipelineOptions: seed_strength_u must be in (0, 1000) U; got {self.seed_strength_u}"
             )
 
     def parameters(self) -> dict[str, Any]:
@@ -77,6 +88,8 @@ class PipelineOptions:
             "min_cold_spot_cc": self.min_cold_spot_cc,
             "body_hu": self.body_hu,
             "use_failed_registration": self.use_failed_registration,
+            "seed_strength_u": self.seed_strength_u,
+            "source_model_id": self.source_model_id,
         }
 
 

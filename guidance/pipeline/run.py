@@ -64,7 +64,15 @@ class _Runner:
         self.runs.append(StageRun(name, 0.0, False, reason, None))
 
 
-def _validate(scan: Volume, plan: Plan, planning_ct: Volume, previous: GuidanceResult | None) -> None:
+def _validate(scan: Volume, plan: Plan, planning_ct: Volume | None, previous: GuidanceResult | None) -> None:
+    if planning_ct is None:
+        if plan.frame_of_reference_uid and scan.frame_of_reference_uid != plan.frame_of_reference_uid:
+            raise ValueError(
+                f"run_pipeline without a planning CT: the structures' FrameOfReferenceUID "
+                f"{plan.frame_of_reference_uid!r} is not the scan's {scan.frame_of_reference_uid!r}; "
+                "without registration they must have been drawn on this scan"
+            )
+        planning_ct = scan
     for name, value, kind in (
         ("scan", scan, Volume),
         ("plan", plan, Plan),
@@ -155,10 +163,26 @@ def _dose_and_coverage(
     return dose, report, cold, suggestions
 
 
+def _registered(
+    runner: _Runner, scan: Volume, planning_ct: Volume | None, previous: GuidanceResult | None,
+    options: PipelineOptions,
+) -> tuple[RegistrationResult | None, NDArray[np.float64] | None]:  # fmt: skip
+    if planning_ct is None:
+        runner.skip("register", "no planning CT: the structures were drawn on this scan (identity)")
+        return None, np.eye(4)
+    initial = None if previous is None else previous.scan_to_plan
+    registration = runner.stage(
+        "register", {"initial_from_previous": initial is not None}, stages.register_stage, scan, planning_ct,
+        initial, options,
+    )  # fmt: skip
+    usable = _usable(registration, options, runner) and registration is not None
+    return registration, registration.moving_to_fixed if usable and registration else None
+
+
 def run_pipeline(
     scan: Volume,
     plan: Plan,
-    planning_ct: Volume,
+    planning_ct: Volume | None,
     *,
     previous: GuidanceResult | None = None,
     options: PipelineOptions | None = None,
@@ -172,8 +196,11 @@ def run_pipeline(
         Intra-procedure CT, HU, (S, R, C), its own patient frame (LPS mm).
     plan : Plan
         Seeds, needles, structures and prescription in the planning frame.
-    planning_ct : Volume
-        The CT the plan was made on (fixed image of the registration).
+    planning_ct : Volume or None
+        The CT the plan was made on (fixed image of the registration). None: no
+        registration, the plan's structures were drawn on ``scan`` itself (post-implant
+        analysis of a case planned elsewhere; the plan may then have no seeds, see
+        ``PipelineOptions.seed_strength_u``).
     previous : GuidanceResult, optional
         The session's previous result: its scan-to-plan transform starts the registration.
     options : PipelineOptions, optional
@@ -194,22 +221,19 @@ def run_pipeline(
     _validate(scan, plan, planning_ct, previous)
     opts = options or PipelineOptions()
     runner = _Runner()
-    initial = None if previous is None else previous.scan_to_plan
-    registration = runner.stage(
-        "register", {"initial_from_previous": initial is not None}, stages.register_stage, scan, planning_ct,
-        initial, opts,
-    )  # fmt: skip
-    transform = registration.moving_to_fixed if _usable(registration, opts, runner) and registration else None
+    registration, transform = _registered(runner, scan, planning_ct, previous, opts)
     needles = runner.stage("needles", {}, stages.needle_stage, scan)
     seeds = runner.stage("seeds", {"needles_masked": needles is not None}, stages.seed_stage, scan, needles)
     mapped = _mapped(seeds, transform)
     match = None
     if transform is None:
         runner.skip("match", "no usable registration")
+    elif not plan.seeds:
+        runner.skip("match", "the plan has no seeds to match")
     else:
         match = runner.stage("match", {}, stages.match_stage, plan, transform, seeds, needles)
     dose, report, cold, suggestions = _dose_and_coverage(
-        runner, (plan, planning_ct, needles, match), mapped, transform, opts
+        runner, (plan, scan if planning_ct is None else planning_ct, needles, match), mapped, transform, opts
     )
     warnings = scan_warnings(scan, plan, (registration, transform), (needles, seeds, match), verification)
     extra = [*runner.notes, *(report.warnings if report else ()), *(cold.warnings if cold else ())]

@@ -53,6 +53,7 @@ __all__ = [
     "seed_stage",
     "seed_strengths",
     "suggestion_stage",
+    "usual_seed",
 ]
 
 
@@ -121,16 +122,30 @@ def _model_id(plan: Plan, key: str) -> str:
     return key if source is None else source.model_id
 
 
-def seed_strengths(plan: Plan, found: int, match: PlanMatch | None) -> tuple[NDArray[np.float64], list[str]]:
-    """Strength (U) and TG-43 model of each found seed: its planned seed's, else the plan's usual one."""
-    if not plan.seeds:
-        raise ValueError(
-            f"plan {plan.label!r} has no seeds: strengths and source model of found seeds unknown"
-        )
-    usual_key = Counter(s.source_model_id for s in plan.seeds).most_common(1)[0][0]
-    usual_u = float(np.median([s.air_kerma_strength_u for s in plan.seeds if s.source_model_id == usual_key]))
+def usual_seed(plan: Plan, options: PipelineOptions | None = None) -> tuple[float, str]:
+    """(strength U, TG-43 model) for a found seed matching no planned seed.
+
+    The plan's most common seed, or the options' when the plan has none.
+    """
+    if plan.seeds:
+        usual_key = Counter(s.source_model_id for s in plan.seeds).most_common(1)[0][0]
+        strengths = [s.air_kerma_strength_u for s in plan.seeds if s.source_model_id == usual_key]
+        return float(np.median(strengths)), _model_id(plan, usual_key)
+    if options is not None and options.seed_strength_u is not None and options.source_model_id:
+        return options.seed_strength_u, options.source_model_id
+    raise ValueError(
+        f"plan {plan.label!r} has no seeds and no seed strength and source model were given: "
+        "the dose of the seeds found cannot be computed"
+    )
+
+
+def seed_strengths(
+    plan: Plan, found: int, match: PlanMatch | None, options: PipelineOptions | None = None
+) -> tuple[NDArray[np.float64], list[str]]:
+    """Strength (U) and TG-43 model of each found seed: its planned seed's, else :func:`usual_seed`."""
+    usual_u, usual_model = usual_seed(plan, options)
     strengths = np.full(found, usual_u)
-    models = [_model_id(plan, usual_key)] * found
+    models = [usual_model] * found
     for pair in () if match is None else match.seeds:
         planned = plan.seeds[pair.planned_index]
         strengths[pair.found_index] = planned.air_kerma_strength_u
@@ -165,9 +180,9 @@ def dose_stage(
     from guidance.volume import Volume
 
     grid = dose_grid(plan, options)
-    strengths, models = seed_strengths(plan, len(positions_plan_mm), match)
+    strengths, models = seed_strengths(plan, len(positions_plan_mm), match, options)
     total = np.zeros(grid.shape)
-    for model in sorted(set(models)) or [_model_id(plan, plan.seeds[0].source_model_id)]:
+    for model in sorted(set(models)) or [usual_seed(plan, options)[1]]:
         rows = np.array([m == model for m in models], dtype=bool)
         part = dose_on_grid(grid, positions_plan_mm[rows], directions_plan[rows], strengths[rows], model)
         total += np.asarray(part.array)
@@ -259,8 +274,8 @@ def suggestion_stage(
     needles, match, away = context
     if plan.prescription_gy is None:
         raise ValueError(f"plan {plan.label!r} has no prescription dose: no suggestions")
-    strengths, models = seed_strengths(plan, len(seeds[0]), match)
-    model = Counter(models).most_common(1)[0][0] if models else _model_id(plan, plan.seeds[0].source_model_id)
+    strengths, models = seed_strengths(plan, len(seeds[0]), match, options)
+    model = Counter(models).most_common(1)[0][0] if models else usual_seed(plan, options)[1]
     current = SeedSet(seeds[0], seeds[1], strengths, model)
     grid = dose.grid
     target = _float_volume(grid, structure_fraction(primary_target(plan), grid))
@@ -275,15 +290,11 @@ def suggestion_stage(
         dose, current, target, plan.prescription_gy, body=body, needles_existing=needles, forbidden=forbidden,
         organs=organs, limits=options.limits,
         options=SuggestionOptions(
-            strength_u=float(np.median(strengths)) if len(strengths) else _usual_strength(plan),
+            strength_u=float(np.median(strengths)) if len(strengths) else usual_seed(plan, options)[0],
             directions=None if needles else _planned_directions(plan),
             min_cold_spot_cc=options.min_cold_spot_cc,
         ),
     )  # fmt: skip
-
-
-def _usual_strength(plan: Plan) -> float:
-    return float(np.median([s.air_kerma_strength_u for s in plan.seeds]))
 
 
 def _planned_directions(plan: Plan) -> tuple[tuple[float, float, float], ...] | None:

@@ -26,7 +26,7 @@ from guidance.dicomio.dataset import StudyContext, new_uid
 from guidance.dicomio.rtplan_writer import write_rtplan
 from guidance.dicomio.rtstruct import write_rtstruct
 from guidance.dose.export import export_rtdose
-from guidance.pipeline import GuidanceResult
+from guidance.pipeline import GuidanceResult, PipelineOptions
 from guidance.pipeline.stages import seed_strengths
 from guidance.plan import Plan, Seed
 from guidance.rasterise import mask_to_contours
@@ -63,7 +63,9 @@ class ResultExports:
         return {name: ds for name, ds in named.items() if ds is not None}
 
 
-def found_seed_plan(result: GuidanceResult, plan: Plan, *, label: str) -> Plan:
+def found_seed_plan(
+    result: GuidanceResult, plan: Plan, *, label: str, options: PipelineOptions | None = None
+) -> Plan:
     """The seeds found, as a plan in the planning frame (no needles, the plan's prescription).
 
     Raises
@@ -74,7 +76,7 @@ def found_seed_plan(result: GuidanceResult, plan: Plan, *, label: str) -> Plan:
     if result.scan_to_plan is None:
         raise ValueError("the result has no usable registration: found seeds have no planning-frame position")
     positions = result.seeds_plan_mm
-    strengths, models = seed_strengths(plan, len(positions), result.match)
+    strengths, models = seed_strengths(plan, len(positions), result.match, options)
     key_of_model = {source.model_id: key for key, source in plan.sources.items()}
     seeds = tuple(
         Seed(
@@ -118,6 +120,7 @@ def result_exports(
     *,
     scan_label: str,
     referenced_series_uid: str = "",
+    options: PipelineOptions | None = None,
 ) -> ResultExports:
     """RT Plan of the found seeds, RT Structure Set with cold spots, RT Dose of the result.
 
@@ -132,6 +135,8 @@ def result_exports(
         Short text naming the scan (e.g. "scan 3"), written in labels and comments.
     referenced_series_uid : str
         The planning CT series the structure set refers to.
+    options : PipelineOptions, optional
+        The options of the run (seed strength and model for a plan without seeds).
     """
     if context.frame_of_reference_uid and context.frame_of_reference_uid != plan.frame_of_reference_uid:
         raise ValueError(
@@ -147,8 +152,8 @@ def result_exports(
         series_instance_uid=new_uid(),
     )
     rtplan = None
-    if result.scan_to_plan is not None and plan.seeds:
-        found = found_seed_plan(result, plan, label=f"found {scan_label}")
+    if result.scan_to_plan is not None and result.seeds_plan_mm.size:
+        found = found_seed_plan(result, plan, label=f"found {scan_label}", options=options)
         rtplan = write_rtplan(found, context, structure_set_uid=str(rtstruct.SOPInstanceUID))
     rtdose = None
     if result.dose is not None:

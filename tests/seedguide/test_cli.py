@@ -78,13 +78,18 @@ def test_missing_path_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFix
     assert "no such file or folder" in capsys.readouterr().err
 
 
-def test_demo_runs_a_simulated_procedure_through_the_pipeline(
+def test_demo_streams_a_simulated_procedure_through_node_and_pipeline(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out = tmp_path / "session"
-    assert main(["demo", "--out", str(out), "--seed", "1", "--scenario", "cold-spot"]) == 0
+    out = tmp_path / "demo"
+    assert main(["demo", "--headless", "--out", str(out), "--seed", "1", "--scenario", "cold-spot"]) == 0
     printed = capsys.readouterr().out
     assert printed.startswith("plan: ")
+    assert "plan sent to the node at 127.0.0.1:" in printed
+    # every received instance is in the node's store as well as in the session
+    kept = [p for p in (out / "session").rglob("*.dcm") if p.parent.name != "exports"]
+    assert len(list((out / "store").rglob("*.dcm"))) == len(kept)
+    out = out / "session"
     scans = sorted((out / "scans").iterdir())
     assert len(scans) >= 2
     assert [line.split(":")[0] for line in printed.splitlines() if line.startswith("scan ")] == [
@@ -112,8 +117,8 @@ def test_demo_refuses_to_replace_a_folder_it_did_not_write(
     precious = tmp_path / "patient-data"
     precious.mkdir()
     (precious / "CT1.dcm").write_bytes(b"not ours")
-    assert main(["demo", "--out", str(precious)]) == 2
-    assert "not a demo session folder" in capsys.readouterr().err
+    assert main(["demo", "--headless", "--out", str(precious)]) == 2
+    assert "not a demo working folder" in capsys.readouterr().err
     assert (precious / "CT1.dcm").read_bytes() == b"not ours"
 
 
