@@ -13,13 +13,17 @@ The method (deterministic: ties go to the lowest candidate index):
 2. Eligible: at least ``min_seed_distance_mm`` from every seed (existing and
    new), on a track already used or on one whose path keeps
    ``min_track_distance_mm`` from every used track, and not blocked by an
-   organ limit. The best-scored candidate is checked against the organ limits
-   (sampled D_v / Dmax / Dmean below ``organ_limit_factor`` x allowance); a
-   candidate that breaks one is blocked for good (organ doses only grow).
+   organ limit, and, on a used track, within ``max_seed_gap_mm`` of one of
+   its new seeds (a needle's loading stays contiguous: every gap between
+   neighbouring seeds on a track is at most that). The best-scored
+   candidate is checked against the organ limits (sampled D_v / Dmax /
+   Dmean below ``organ_limit_factor`` x allowance); a candidate that breaks
+   one is blocked for good (organ doses only grow).
 3. Stop when the sampled D90 reaches the goal, when nothing eligible adds
    coverage (organ limit or candidates exhausted), or at ``max_seeds``.
 4. Removal pass: chosen seeds, least useful first, are dropped while the
-   sampled D90 stays at the goal (fewer seeds, lower V150/V200).
+   sampled D90 stays at the goal (fewer seeds, lower V150/V200) and no gap on
+   their track grows beyond ``max_seed_gap_mm``.
 """
 
 from __future__ import annotations
@@ -32,16 +36,27 @@ from numpy.typing import NDArray
 
 from guidance.planning.result import Feasibility, PlacementOptions
 
-__all__ = ["OrganTerm", "Selection", "TargetTerm", "sampled_d90", "select_seeds"]
+__all__ = ["OrganTerm", "Selection", "TargetTerm", "gaps_ok", "sampled_d90", "select_seeds"]
 
 
 @dataclass(frozen=True, eq=False)
 class TargetTerm:
-    """Target sample points: volumes (cm^3), fixed dose (Gy), influence (Gy per candidate)."""
+    """Target sample points: volumes (cm^3), fixed dose (Gy), influence (Gy per candidate).
+
+    The influence rows are those of the first ``influence.shape[0]`` points;
+    the points after them get no dose from the candidates (their fixed dose
+    already reaches every threshold that counts: see the optimiser).
+    """
 
     weights_cc: NDArray[np.float64]
     fixed_gy: NDArray[np.float64]
     influence: NDArray[np.float32]
+
+    def plus(self, dose_gy: NDArray[np.float64], column: int, sign: float = 1.0) -> NDArray[np.float64]:
+        """``dose_gy`` with candidate ``column``'s dose added (sign 1) or taken away (sign -1)."""
+        result = dose_gy.copy()
+        result[: self.influence.shape[0]] += sign * self.influence[:, column]
+        return result
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,18 +118,17 @@ def _organ_violation(organs: Sequence[OrganTerm], doses: list[NDArray[np.float64
 def _scores(
     target: TargetTerm, dose: NDArray[np.float64], columns: NDArray[np.intp], options: PlacementOptions
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """(score, coverage gain in cm^3) of each candidate column."""
+    """(score, coverage gain in cm^3) of each candidate column (numba kernel over the rows that count)."""
+    from guidance.planning import _kernels
+
     p = options.prescription_gy
-    cold = dose < p
-    block = target.influence[np.ix_(cold, columns)].astype(np.float64)
-    base = dose[cold, np.newaxis]
-    gain = target.weights_cc[cold] @ (np.minimum(base + block, p) - base) / p
-    score = gain.copy()
-    for factor, weight in ((1.5, options.v150_weight), (2.0, options.v200_weight)):
-        if weight > 0:
-            below = dose < factor * p
-            hot = dose[below, np.newaxis] + target.influence[np.ix_(below, columns)] >= factor * p
-            score -= weight * (target.weights_cc[below] @ hot)
+    w150, w200 = options.v150_weight, options.v200_weight
+    threshold = 2.0 * p if w200 > 0 else (1.5 * p if w150 > 0 else p)
+    rows = np.flatnonzero(dose[: target.influence.shape[0]] < threshold)
+    gain, score = np.zeros(columns.size), np.zeros(columns.size)
+    influence = np.ascontiguousarray(target.influence)
+    weights = np.ascontiguousarray(target.weights_cc, dtype=np.float64)
+    _kernels.column_scores(influence, dose, weights, rows, columns, p, w150, w200, gain, score)
     return score, gain
 
 
@@ -127,6 +141,7 @@ class _State:
     blocked: NDArray[np.bool_]
     track_allowed: NDArray[np.bool_]
     used_tracks: set[int]
+    chain_ok: NDArray[np.bool_]
     last_blocking: str = ""
 
 
@@ -138,17 +153,30 @@ def _add(
     positions: NDArray[np.float64],
     tracks: NDArray[np.intp],
     conflicts: Callable[[int], set[int]],
+    max_gap_mm: float,
 ) -> None:
     state.chosen.append(j)
-    state.dose = state.dose + target.influence[:, j]
+    state.dose = target.plus(state.dose, j)
     state.organ_doses = [d + o.influence[:, j] for d, o in zip(state.organ_doses, organs, strict=True)]
     distance = np.linalg.norm(positions - positions[j], axis=1)
     state.min_distance_mm = np.minimum(state.min_distance_mm, distance)
     track = int(tracks[j])
+    same = tracks == track
     if track not in state.used_tracks:
         state.used_tracks.add(track)
+        state.chain_ok[same] = False
         for other in conflicts(track) - state.used_tracks:
             state.track_allowed[other] = False
+    state.chain_ok[same & (distance <= max_gap_mm + 1e-9)] = True
+
+
+def gaps_ok(positions_mm: NDArray[np.float64], max_gap_mm: float) -> bool:
+    """Whether collinear seed positions (one track) leave no gap above ``max_gap_mm`` between neighbours."""
+    if positions_mm.shape[0] < 2:
+        return True
+    along = (positions_mm - positions_mm[0]) @ (positions_mm[-1] - positions_mm[0])
+    ordered = positions_mm[np.argsort(along, kind="stable")]
+    return bool(np.all(np.linalg.norm(np.diff(ordered, axis=0), axis=1) <= max_gap_mm + 1e-9))
 
 
 def _step(
@@ -160,6 +188,7 @@ def _step(
 ) -> int | Feasibility:
     """Index of the next seed, or why there is none."""
     eligible = (state.min_distance_mm >= options.min_seed_distance_mm - 1e-9) & state.track_allowed[tracks]
+    eligible &= state.chain_ok
     columns = np.flatnonzero(eligible & ~state.blocked)
     if columns.size:
         score, gain = _scores(target, state.dose, columns, options)
@@ -176,20 +205,34 @@ def _step(
     return Feasibility.CANDIDATES_EXHAUSTED
 
 
-def _remove_pass(state: _State, target: TargetTerm, goal_gy: float, p: float) -> None:
-    """Drop chosen seeds, least useful first, while the sampled D90 stays >= goal."""
+def _keeps_gaps(
+    state: _State, j: int, positions: NDArray[np.float64], tracks: NDArray[np.intp], max_gap_mm: float
+) -> bool:
+    """Whether the seeds left on j's track after removing j keep every gap within ``max_gap_mm``."""
+    left = [k for k in state.chosen if k != j and tracks[k] == tracks[j]]
+    return gaps_ok(positions[left], max_gap_mm)
+
+
+def _remove_pass(
+    state: _State,
+    target: TargetTerm,
+    goal_gy: float,
+    p: float,
+    geometry: tuple[NDArray[np.float64], NDArray[np.intp], float],
+) -> None:
+    """Drop chosen seeds, least useful first, while the sampled D90 stays >= goal and gaps allow it."""
     changed = True
     while changed and state.chosen:
         changed = False
         capped = np.minimum(state.dose, p)
         loss = [
-            float(target.weights_cc @ (capped - np.minimum(state.dose - target.influence[:, j], p)))
+            float(target.weights_cc @ (capped - np.minimum(target.plus(state.dose, j, -1.0), p)))
             for j in state.chosen
         ]
         for k in np.argsort(loss, kind="stable"):
             j = state.chosen[int(k)]
-            trial = state.dose - target.influence[:, j]
-            if sampled_d90(trial, target.weights_cc) >= goal_gy:
+            trial = target.plus(state.dose, j, -1.0)
+            if sampled_d90(trial, target.weights_cc) >= goal_gy and _keeps_gaps(state, j, *geometry):
                 state.chosen.remove(j)
                 state.dose = trial
                 changed = True
@@ -222,9 +265,11 @@ def select_seeds(
         np.zeros(n, dtype=bool),
         np.ones(n_tracks, dtype=bool),
         set(),
+        np.ones(n, dtype=bool),
     )
+    gap = options.max_seed_gap_mm
     for j in start:
-        _add(state, j, target, organs, positions_mm, tracks, conflicts)
+        _add(state, j, target, organs, positions_mm, tracks, conflicts, gap)
     stop = Feasibility.REACHED
     while sampled_d90(state.dose, target.weights_cc) < goal_gy:
         if len(state.chosen) >= options.max_seeds:
@@ -234,8 +279,8 @@ def select_seeds(
         if isinstance(outcome, Feasibility):
             stop = outcome
             break
-        _add(state, outcome, target, organs, positions_mm, tracks, conflicts)
+        _add(state, outcome, target, organs, positions_mm, tracks, conflicts, gap)
     if stop is Feasibility.REACHED:
-        _remove_pass(state, target, goal_gy, options.prescription_gy)
+        _remove_pass(state, target, goal_gy, options.prescription_gy, (positions_mm, tracks, gap))
     d90 = sampled_d90(state.dose, target.weights_cc)
     return Selection(tuple(state.chosen), stop, state.last_blocking, d90)

@@ -11,7 +11,15 @@ Method (see :mod:`guidance.planning.greedy` for the selection itself):
 2. Dose-influence matrix of every candidate seed position on those points,
    :func:`guidance.dose.seed_contributions` (seed axis along its track,
    strength ``strength_u``), plus the fixed dose of the existing seeds
-   (:func:`guidance.dose.dose_at_points`).
+   (:func:`guidance.dose.dose_at_points`). Two exact reductions when seeds
+   exist: candidates closer than ``min_seed_distance_mm`` to an existing seed
+   are dropped (never eligible), and the rows of target points whose fixed
+   dose already reaches the cap (1.15 x the D90 goal, or 150% / 200% of the
+   prescription when V150 / V200 are penalised) are not computed (those
+   points are put last, with no dose from the candidates): such a point
+   never counts in a coverage gain or a hot-volume penalty, and stays above
+   every goal up to the cap, so the sampled D90 against the goal is the same
+   (the goal is never raised beyond the cap).
 3. Greedy selection maximising coverage gain per seed under the spacing rules
    and organ limits, then a removal pass.
 4. Verification, independent of the sample points: the dose of existing + new
@@ -340,15 +348,20 @@ def optimise_seed_placement(
         result = _result(selection, empty, (), verified, options, parameters, started)
         statement = "no feasible track: no needle path reaches the target clear of the forbidden structures"
         return _with_statement(result, statement)
-    candidates = _candidates(track_list)
+    track_list, candidates = _usable(track_list, existing, options)
+    fixed = _fixed_dose(points, existing)
+    cap = _row_cap(options)
+    order = np.argsort(fixed >= cap, kind="stable")  # the points that need influence rows first
+    points, weights, fixed = points[order], weights[order], fixed[order]
+    rows = int(np.count_nonzero(fixed < cap))
     influence = seed_contributions(
-        points,
+        points[:rows],
         candidates[0],
         candidates[1],
         np.full(candidates[0].shape[0], options.strength_u),
         options.source_model,
     )
-    target_term = TargetTerm(weights, _fixed_dose(points, existing), influence)
+    target_term = TargetTerm(weights, fixed, influence)
     organ_terms = _organ_terms(organs, limits, existing, candidates, options)
     conflicts = _conflicts(track_list, options.min_track_distance_mm)
     fixed_positions = np.zeros((0, 3)) if existing is None else existing.positions_mm
@@ -371,7 +384,7 @@ def optimise_seed_placement(
         d90 = report.targets[0].d90_gy if report is not None else 0.0
         if selection.stop is not Feasibility.REACHED or d90 >= options.prescription_gy:
             break
-        goal *= 1.005 * options.prescription_gy / max(d90, 1e-9)
+        goal = min(goal * 1.005 * options.prescription_gy / max(d90, 1e-9), cap)
         logger.info(
             "verified D90 %.1f Gy short of %.1f Gy: raising the goal to %.1f Gy",
             d90,
@@ -394,6 +407,33 @@ def optimise_seed_placement(
         )
     parameters["final_goal_gy"] = goal
     return _result(selection, candidates, track_list, verified, options, parameters, started)
+
+
+def _row_cap(options: PlacementOptions) -> float:
+    """Fixed dose from which a target point's influence row is not needed (module docstring), Gy."""
+    p = options.prescription_gy
+    cap = 1.15 * options.d90_goal_factor * p
+    if options.v150_weight > 0:
+        cap = max(cap, 1.5 * p)
+    if options.v200_weight > 0:
+        cap = max(cap, 2.0 * p)
+    return cap
+
+
+def _usable(
+    tracks: tuple[Track, ...], existing: SeedSet | None, options: PlacementOptions
+) -> tuple[tuple[Track, ...], tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.intp]]]:
+    """Candidates ``min_seed_distance_mm`` or more from every existing seed, and the tracks carrying them."""
+    from scipy.spatial import cKDTree
+
+    positions, directions, owners = _candidates(tracks)
+    if existing is None or len(existing) == 0 or options.min_seed_distance_mm <= 0:
+        return tracks, (positions, directions, owners)
+    distance, _ = cKDTree(existing.positions_mm).query(positions)
+    keep = distance >= options.min_seed_distance_mm - 1e-9
+    used, renumbered = np.unique(owners[keep], return_inverse=True)
+    kept_tracks = tuple(tracks[int(k)] for k in used)
+    return kept_tracks, (positions[keep], directions[keep], renumbered.astype(np.intp).reshape(-1))
 
 
 def _d90(dose_gy: NDArray[np.float64], weights_cc: NDArray[np.float64]) -> float:

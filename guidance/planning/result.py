@@ -81,6 +81,9 @@ class PlacementOptions:
         No two seeds (new or existing) closer than this.
     min_track_distance_mm : float
         No two used needle paths (entry to tip) closer than this.
+    max_seed_gap_mm : float
+        Largest distance between neighbouring new seeds on one track (the
+        loading of a needle is contiguous: seeds 5-10 mm apart); inf: no limit.
     sample_spacing_mm : float
         Spacing of the optimiser's dose sample points in the target and organs.
     d90_goal_factor : float
@@ -105,6 +108,7 @@ class PlacementOptions:
     source_model: str = "6711"
     min_seed_distance_mm: float = 5.0
     min_track_distance_mm: float = 5.0
+    max_seed_gap_mm: float = 10.0
     sample_spacing_mm: float = 2.0
     d90_goal_factor: float = 1.02
     v150_weight: float = 0.1
@@ -138,6 +142,11 @@ class PlacementOptions:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"PlacementOptions.{name} must be a finite number >= 0; got {value!r}")
+        if not self.max_seed_gap_mm >= self.min_seed_distance_mm:
+            raise ValueError(
+                "PlacementOptions.max_seed_gap_mm must be >= min_seed_distance_mm "
+                f"({self.min_seed_distance_mm} mm); got {self.max_seed_gap_mm!r}"
+            )
         if self.max_seeds < 0 or self.verification_rounds < 0:
             raise ValueError("PlacementOptions.max_seeds and verification_rounds must be >= 0")
 

@@ -74,6 +74,11 @@ def _check_spacing(result: PlacementResult, existing: SeedSet | None = None) -> 
         offset = seed.position_mm - track.entry_mm
         assert np.linalg.norm(offset - (offset @ track.direction) * track.direction) < 1e-9  # on its track
         np.testing.assert_allclose(seed.direction, track.direction)
+    for k, track in enumerate(result.tracks):  # neighbouring seeds on a track 5-10 mm apart
+        depths = np.sort(
+            [(s.position_mm - track.entry_mm) @ track.direction for s in result.seeds if s.track_index == k]
+        )
+        assert np.all(np.diff(depths) >= 5.0 - 1e-9) and np.all(np.diff(depths) <= 10.0 + 1e-9)
     paths = [t.path_mm(0.5) for t in result.tracks]
     for a in range(len(paths)):
         for b in range(a + 1, len(paths)):
@@ -172,3 +177,28 @@ def test_bad_options_are_refused() -> None:
         replace(OPTIONS, prescription_gy=math.nan)
     with pytest.raises(ValueError, match="min_seed_distance_mm"):
         replace(OPTIONS, min_seed_distance_mm=-1.0)
+
+
+def test_a_needle_loading_has_no_gap_above_the_maximum() -> None:
+    # Two small spheres 30 mm apart on one needle line: without the gap rule a seed in
+    # each (a 30 mm gap); with it, seeds every 10 mm or less between them.
+    grid = phantoms.grid()
+    lobes = [phantoms.sphere_fraction(grid, 4.0, (0.0, y, 0.0)).array for y in (-15.0, 15.0)]
+    target = Volume.on_grid(grid, np.maximum(*lobes))
+    depths = np.arange(5.0, 70.0, 5.0)
+    entry = np.array([0.0, -39.0, 0.0])
+    track = Track(
+        entry, np.array(DIRECTION), (20.0, 58.0), entry + depths[:, np.newaxis] * DIRECTION, math.inf
+    )
+    options = replace(OPTIONS, prescription_gy=60.0, v150_weight=0.0, v200_weight=0.0)
+    free = optimise_seed_placement([track], target, options=replace(options, max_seed_gap_mm=math.inf))
+    assert free.reached and np.ptp(free.positions_mm[:, 1]) >= 25.0
+    assert np.diff(np.sort(free.positions_mm[:, 1])).max() > 10.0
+    chained = optimise_seed_placement([track], target, options=options)
+    assert chained.reached, chained.statement
+    ys = np.sort(chained.positions_mm[:, 1])
+    assert ys[0] <= -10.0 and ys[-1] >= 10.0
+    assert np.all(np.diff(ys) <= 10.0 + 1e-9) and np.all(np.diff(ys) >= 5.0 - 1e-9)
+    assert len(chained.seeds) > len(free.seeds)
+    with pytest.raises(ValueError, match="max_seed_gap_mm"):
+        replace(OPTIONS, max_seed_gap_mm=4.0)

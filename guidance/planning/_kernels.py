@@ -1,0 +1,46 @@
+# mypy: disable-error-code="no-untyped-def"
+"""numba kernel of the greedy seed selection (private; called only through guidance.planning.greedy).
+
+Compiled on first call (``njit`` without signatures; ``cache=True`` keeps the
+machine code between sessions) and imported by the greedy selection only when
+it scores candidates, so importing guidance.planning does no JIT work.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+_BLOCK = 64  # candidate columns per parallel work item
+
+
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def column_scores(influence, dose, weights, rows, columns, p, w150, w200, gain, score):  # fmt: skip
+    """Coverage gain and penalised score of each candidate column (see greedy._scores).
+
+    ``influence`` (points, candidates) float32 in C order; ``rows`` the points
+    whose dose is below the largest threshold that counts (P, or 1.5 P / 2 P
+    when their weight is > 0); ``gain`` and ``score`` (len(columns)) are written.
+    """
+    n = columns.shape[0]
+    for block in numba.prange((n + _BLOCK - 1) // _BLOCK):
+        c0 = block * _BLOCK
+        c1 = min(n, c0 + _BLOCK)
+        g = np.zeros(c1 - c0)
+        h150 = np.zeros(c1 - c0)
+        h200 = np.zeros(c1 - c0)
+        for r in range(rows.shape[0]):
+            i = rows[r]
+            d = dose[i]
+            w = weights[i]
+            for c in range(c0, c1):
+                total = d + influence[i, columns[c]]
+                if d < p:
+                    g[c - c0] += w * (min(total, p) - d)
+                if w150 > 0.0 and d < 1.5 * p and total >= 1.5 * p:
+                    h150[c - c0] += w
+                if w200 > 0.0 and d < 2.0 * p and total >= 2.0 * p:
+                    h200[c - c0] += w
+        for c in range(c0, c1):
+            gain[c] = g[c - c0] / p
+            score[c] = gain[c] - w150 * h150[c - c0] - w200 * h200[c - c0]
