@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["StreakModel", "streak_error_hu"]
+__all__ = ["StreakModel", "backproject", "backproject_reference", "streak_error_hu"]
 
 #: Linear attenuation of water at the effective energy of a 120 kVp beam (~70 keV), 1/mm.
 MU_WATER_PER_MM = 0.0195
@@ -57,10 +57,51 @@ class StreakModel:
     gamma: float = 1.0
     p_cap: float = 16.0
     strength: float = 1.0
+    #: Photon starvation floor: the largest metal line integral the detector can still
+    #: measure (ln of the unattenuated counts over the count floor, less the tissue path).
+    #: Beyond it the measurement saturates; None: no floor.
+    starvation_p: float | None = None
+    #: Reconstruction kernel: Ram-Lak times a Hann window (1.0, smooth, soft-tissue like) or
+    #: bare Ram-Lak (0.0, sharp, bone like); values in between mix the two.
+    hann: float = 1.0
 
     def __post_init__(self) -> None:
         if self.angles < 8 or self.max_pixels < 16:
             raise ValueError(f"StreakModel needs angles >= 8 and max_pixels >= 16; got {self}")
+        if not (self.kappa > 0 and 0.0 <= self.hann <= 1.0 and self.eta >= 0 and self.strength >= 0):
+            raise ValueError(
+                f"StreakModel needs kappa > 0, eta >= 0, strength >= 0 and hann in [0, 1]; got {self}"
+            )
+        if self.starvation_p is not None and not self.starvation_p > 0:
+            raise ValueError(f"StreakModel.starvation_p must be > 0 or None; got {self.starvation_p}")
+
+    @classmethod
+    def photon_limited(
+        cls, photons_per_bin: float, *, tissue_line_integral: float = 4.0, kappa: float = 0.1,
+        angles: int = 180, max_pixels: int = 512, hann: float = 0.0,
+    ) -> StreakModel:  # fmt: skip
+        """A low-dose scan whose rays through metal are counted with few photons.
+
+        ``photons_per_bin`` photons reach one detector bin per view without the patient;
+        the patient's tissue attenuates every ray by ``tissue_line_integral`` (about 200 mm
+        of water) and the metal by its line integral p. Poisson counts
+        N = N0 exp(-(p_t + p)) give a log measurement of sd 1 / sqrt(N), so the noise added
+        by the metal is exp(p_t / 2) / sqrt(N0) (exp(p / 2) - 1): eta and gamma = 1/2. The
+        detector cannot count fewer than one photon, so the measured metal line integral
+        saturates at ln(N0) - p_t (``starvation_p``, also the noise cap). The streaks are
+        reconstructed at full resolution with a sharp kernel (bare Ram-Lak), as a bone
+        kernel shows them: thin, with bright flanks along the dark bands.
+        """
+        if not photons_per_bin > math.exp(tissue_line_integral):
+            raise ValueError(
+                f"StreakModel.photon_limited: photons_per_bin ({photons_per_bin}) must exceed "
+                f"exp(tissue_line_integral) = {math.exp(tissue_line_integral):.0f}: one photon through tissue"
+            )
+        floor_p = math.log(photons_per_bin) - tissue_line_integral
+        return cls(
+            angles=angles, max_pixels=max_pixels, kappa=kappa, eta=math.exp(tissue_line_integral / 2.0)
+            / math.sqrt(photons_per_bin), gamma=0.5, p_cap=floor_p, starvation_p=floor_p, hann=hann,
+        )  # fmt: skip
 
 
 def _ramp_kernel(n: int, tau_mm: float) -> NDArray[np.float64]:
@@ -93,11 +134,14 @@ def _metal_sinogram(
     return sinogram[:, :n_bins]
 
 
-def _backproject(
+def backproject_reference(
     filtered: NDArray[np.float64], thetas: NDArray[np.float64], xc: NDArray[np.float64],
     yc: NDArray[np.float64], tau_mm: float,
 ) -> NDArray[np.float64]:  # fmt: skip
-    """pi/K sum over views of the filtered projection at t = x cos + y sin (linear interpolation)."""
+    """pi/K sum over views of the filtered projection at t = x cos + y sin (linear interpolation).
+
+    The plain numpy form of :func:`backproject` (its reference in the tests).
+    """
     n_bins = filtered.shape[1]
     image = np.zeros((len(yc), len(xc)))
     flat_x, flat_y = np.meshgrid(xc, yc)
@@ -112,6 +156,55 @@ def _backproject(
         right = np.take_along_axis(rows, lower + 1, axis=1)
         image += (left + frac * (right - left)).sum(axis=0).reshape(image.shape)
     result: NDArray[np.float64] = image * math.pi / len(thetas)
+    return result
+
+
+def backproject(
+    filtered: NDArray[np.float64], thetas: NDArray[np.float64], xc: NDArray[np.float64],
+    yc: NDArray[np.float64], tau_mm: float,
+) -> NDArray[np.float64]:  # fmt: skip
+    """Back-projection of a filtered parallel-beam sinogram onto a rectangular grid.
+
+    Parameters
+    ----------
+    filtered : ndarray of shape (K, B), float
+        Filtered projections, K views, B detector bins ``tau_mm`` wide centred on t = 0.
+    thetas : ndarray of shape (K,)
+        View angles, radians.
+    xc, yc : ndarray of shape (C,) and (R,)
+        Pixel centres along columns and rows, mm from the rotation centre.
+    tau_mm : float
+        Bin width, mm.
+
+    Returns
+    -------
+    ndarray of shape (R, C), float64
+        pi/K sum_k q_k(x cos theta_k + y sin theta_k) (Kak & Slaney eq. 3.45), linear
+        interpolation between bins; the numba kernel :func:`simulators._kernels.backproject`.
+
+    Raises
+    ------
+    ValueError
+        On mismatched shapes, fewer than 2 bins, a non-positive bin width or non-finite input.
+    """
+    q = np.ascontiguousarray(filtered, dtype=np.float64)
+    th = np.asarray(thetas, dtype=np.float64)
+    x = np.ascontiguousarray(xc, dtype=np.float64)
+    y = np.ascontiguousarray(yc, dtype=np.float64)
+    if q.ndim != 2 or q.shape[1] < 2 or th.shape != (q.shape[0],) or x.ndim != 1 or y.ndim != 1:
+        raise ValueError(
+            f"backproject: filtered must be (views, bins >= 2) with one angle per view and 1-D pixel "
+            f"centres; got filtered {q.shape}, thetas {th.shape}, xc {x.shape}, yc {y.shape}"
+        )
+    if not tau_mm > 0 or not all(np.all(np.isfinite(a)) for a in (q, th, x, y)):
+        raise ValueError(f"backproject: needs finite arrays and a bin width > 0 mm; got tau_mm={tau_mm}")
+    from simulators import _kernels  # compiles on first use
+
+    image = np.zeros((len(y), len(x)))
+    _kernels.backproject(
+        q, np.cos(th) / tau_mm, np.sin(th) / tau_mm, x, y, q.shape[1] / 2.0 - 0.5, image
+    )
+    result: NDArray[np.float64] = image * (math.pi / len(th))
     return result
 
 
@@ -162,7 +255,10 @@ def streak_error_hu(
     y = (rows - (n_r - 1) / 2.0) * d_r
     p = _metal_sinogram(x, y, mu_excess_per_mm * d_r * d_c, thetas, n_bins, bin_mm)
     kappa = model.kappa
-    error = (-np.expm1(-kappa * p)) / kappa - p
+    measured = (-np.expm1(-kappa * p)) / kappa
+    if model.starvation_p is not None:
+        np.minimum(measured, model.starvation_p, out=measured)
+    error = measured - p
     sd = model.eta * np.expm1(model.gamma * np.minimum(p, model.p_cap))
     error += sd * rng.standard_normal(p.shape)
     coarse = error.reshape(model.angles, n_coarse_bins, factor).mean(axis=2) * model.strength
@@ -170,12 +266,12 @@ def streak_error_hu(
     kernel = _ramp_kernel(n_coarse_bins, tau)
     size = 1 << (3 * n_coarse_bins).bit_length()
     # Ram-Lak apodised with a Hann window: the ringing of a bare ramp at the coarse grid is not CT-like.
-    hann = 0.5 * (1.0 + np.cos(np.pi * np.arange(size // 2 + 1) / (size // 2)))
+    hann = 1.0 - model.hann * 0.5 * (1.0 - np.cos(np.pi * np.arange(size // 2 + 1) / (size // 2)))
     spectrum = np.fft.rfft(coarse, size, axis=1) * (np.fft.rfft(kernel, size) * hann)
     filtered = tau * np.fft.irfft(spectrum, size, axis=1)[:, n_coarse_bins : 2 * n_coarse_bins]
     xc = ((np.arange(math.ceil(n_c / factor)) + 0.5) * factor - 0.5 - (n_c - 1) / 2.0) * d_c
     yc = ((np.arange(math.ceil(n_r / factor)) + 0.5) * factor - 0.5 - (n_r - 1) / 2.0) * d_r
-    image = _backproject(filtered, thetas, xc, yc, tau).astype(np.float32)
+    image = backproject(filtered, thetas, xc, yc, tau).astype(np.float32)
     if factor > 1:
         image = _interpolation_matrix(n_r, factor) @ image @ _interpolation_matrix(n_c, factor).T
     hu: NDArray[np.float32] = image * np.float32(1000.0 / MU_WATER_PER_MM)

@@ -60,7 +60,7 @@ from guidance.plan import Plan
 from guidance.volume import Grid
 from simulators.artefacts import StreakModel
 from simulators.phantom import Patient
-from simulators.render import ScannerConfig, render_scan
+from simulators.render import SILVER_CORE_SEED_MU_PER_MM, ScannerConfig, render_scan
 
 __all__ = [
     "SCENARIOS",
@@ -73,6 +73,7 @@ __all__ = [
     "get_scenario",
     "iter_scans",
     "scan_truth",
+    "scanner_config",
     "simulate_procedure",
 ]
 
@@ -120,6 +121,10 @@ class Scenario:
     scan_slices: tuple[int, int] = (10, 20)
     noise_sd_hu: float = 12.0
     streak_strength: float = 1.0
+    #: A low-dose scan of silver-core seeds: photons per detector bin per view (of 180)
+    #: without the patient; the streaks follow the photon-limited model
+    #: (:meth:`simulators.artefacts.StreakModel.photon_limited`). None: the default model.
+    photons_per_bin: float | None = None
 
     def __post_init__(self) -> None:
         probabilities = ("outlier_probability", "missing_probability", "displaced_probability",
@@ -131,6 +136,8 @@ class Scenario:
             low, high = getattr(self, name)
             if not 0 <= low <= high:
                 raise ValueError(f"Scenario.{name} must be a range 0 <= low <= high; got {(low, high)}")
+        if self.photons_per_bin is not None and not self.photons_per_bin > 100.0:
+            raise ValueError(f"Scenario.photons_per_bin must be > 100 or None; got {self.photons_per_bin}")
         if self.seed_batches < 1 or self.cold_needles < 0 or self.scan_slices[0] < 1:
             raise ValueError(f"Scenario {self.name}: seed_batches >= 1, cold_needles >= 0, scan_slices >= 1")
 
@@ -154,11 +161,11 @@ SCENARIOS: Mapping[ScenarioName, Scenario] = {
         "cold-spot", "standard, but the needle carrying most seeds loses all of them", cold_needles=1,
     ),
     ScenarioName.HARD: Scenario(
-        "hard", "large deviations and motion, touching and lost seeds, strong streaks",
+        "hard", "large deviations and motion, touching and lost seeds, low dose: photon-starved streaks",
         entry_mm=(1.5, 3.0), angle_deg=(2.0, 4.0), depth_mm=(1.5, 3.0), outlier_probability=0.2,
         seed_along_mm=1.5, seed_across_mm=0.8, missing_probability=0.05, displaced_probability=0.08,
         touching_probability=0.15, seed_batches=3, motion_mm=5.0, motion_deg=3.0, jump_probability=0.2,
-        jump_mm=10.0, jump_deg=6.0, noise_sd_hu=18.0, streak_strength=2.0,
+        jump_mm=10.0, jump_deg=6.0, noise_sd_hu=18.0, photons_per_bin=600.0,
     ),
 }  # fmt: skip
 
@@ -437,9 +444,22 @@ class ScanOutput:
     render_s: float
 
 
-def _scanner(scenario: Scenario) -> ScannerConfig:
+def scanner_config(scenario: Scenario) -> ScannerConfig:
+    """How the scenario's scans are rendered: its noise and its streak model.
+
+    With ``photons_per_bin`` set, the seeds are projected with the attenuation of their
+    silver core (:data:`simulators.render.SILVER_CORE_SEED_MU_PER_MM`), beam hardening is
+    that of silver (kappa 0.3) and the streaks are photon limited; otherwise the default
+    model scaled by ``streak_strength``.
+    """
+    if scenario.photons_per_bin is None:
+        model = StreakModel(strength=scenario.streak_strength)
+        return ScannerConfig(noise_sd_hu=scenario.noise_sd_hu, streak_model=model)
+    model = replace(
+        StreakModel.photon_limited(scenario.photons_per_bin, kappa=0.3), strength=scenario.streak_strength
+    )
     return ScannerConfig(
-        noise_sd_hu=scenario.noise_sd_hu, streak_model=StreakModel(strength=scenario.streak_strength)
+        noise_sd_hu=scenario.noise_sd_hu, seed_mu_per_mm=SILVER_CORE_SEED_MU_PER_MM, streak_model=model
     )
 
 
@@ -484,7 +504,7 @@ def iter_scans(
             seed_directions=np.array([s.direction for s in rows]).reshape(-1, 3),
             needle_entries_mm=procedure.needle_entries_mm[list(scan.needles)].reshape(-1, 3),
             needle_tips_mm=procedure.needle_tips_mm[list(scan.needles)].reshape(-1, 3),
-            planning_to_scan=np.array(scan.planning_to_scan), scanner=_scanner(procedure.scenario),
+            planning_to_scan=np.array(scan.planning_to_scan), scanner=scanner_config(procedure.scenario),
             noise_seed=scan.noise_seed,
         )  # fmt: skip
         scan_context = replace(context, frame_of_reference_uid=scan.grid.frame_of_reference_uid)

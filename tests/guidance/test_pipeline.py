@@ -139,7 +139,9 @@ def test_stages_times_and_provenance(standard: tuple[Case, GuidanceResult]) -> N
     assert all(seconds >= 0 for _, seconds in result.stage_seconds)
     assert [p.stage for p in result.provenance] == names[:-1]
     assert result.provenance[0].parameters["levels_mm"] == [4.0, 2.0, 1.0]
-    assert result.is_verification and any("planned seeds missing" in w for w in result.warnings)
+    assert result.is_verification and result.match is not None
+    warned = any("planned seeds missing" in w for w in result.warnings)
+    assert warned == bool(result.match.missing_seeds)
 
 
 def test_to_dict_round_trips_json_with_both_frames(cold: tuple[Case, GuidanceResult]) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from guidance.volume import Grid
 from simulators.phantom import PatientModel, PhantomConfig, build_model, render_patient
+from simulators.procedure import get_scenario, scanner_config
 from simulators.render import ScannerConfig, ScanTruth, cylinder_fraction, render_scan
 
 CAPSULE_MM3 = math.pi * 0.4**2 * 4.5
@@ -146,17 +147,32 @@ def test_streaks_are_dark_and_bright_bands_across_the_slice(model: PatientModel)
     assert np.array_equal(with_streaks[0], without[0])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the streak model's bright streaks reach a few hundred HU, not seed intensity: "
-    "a naive threshold still separates seeds from streaks (left for tuning)",
-)
-def test_streaks_defeat_a_naive_threshold(model: PatientModel) -> None:
-    _grid, without, with_streaks, distance = _hard_case_scans(model)
+@pytest.mark.parametrize("noise_seed", [3, 4])
+def test_streaks_defeat_a_naive_threshold_in_the_hard_scenario(model: PatientModel, noise_seed: int) -> None:
+    """A global threshold at the seed intensity finds streak voxels, hard scenario only.
+
+    The threshold is the brightest seed voxel of the streak-free scan less 800 HU (2271 HU
+    for seeds saturating at 3071): it finds every seed and, without streaks, nothing else.
+    Measured: standard scanner 0 voxels above it farther than 2 mm from every seed; hard
+    scenario (low dose, silver-core seeds) 11 and 9 voxels for noise seeds 3 and 4.
+    """
+    grid, without, _, distance = _hard_case_scans(model)
     threshold = float(without[distance <= 0.8].max()) - 800.0
     far = distance > 2.0
     assert not np.any(without[far] > threshold)
-    assert np.count_nonzero(with_streaks[far] > threshold) > 0
+    positions, directions = hard_case()
+    found = {}
+    for name in ("standard", "hard"):
+        scanner = scanner_config(get_scenario(name))
+        image = render_scan(model, grid, seed_positions_mm=positions, seed_directions=directions,
+                            scanner=scanner, noise_seed=noise_seed).volume.array  # fmt: skip
+        found[name] = np.count_nonzero(image[far] > threshold)
+        if name == "hard":
+            slice_index = round(float(grid.patient_to_index([0.0, 0.0, 20.625])[0, 0]))
+            dark = image[slice_index][distance[slice_index] > 2.0] < -500.0  # dark bands between seeds
+            assert np.count_nonzero(dark) > 100
+    assert found["standard"] == 0
+    assert found["hard"] >= 3
 
 
 def test_truth_is_json_serialisable_and_follows_the_rigid_motion(model: PatientModel) -> None:
