@@ -39,6 +39,9 @@ from __future__ import annotations
 import enum
 import logging
 import math
+import threading
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -398,6 +401,34 @@ def _check_inputs(structure: Structure, grid: Grid, subsamples: int, allow_frame
         )
 
 
+#: Fractions already computed, per structure (weakly held) and grid: a procedure rasterises
+#: the same plan structures on the same dose and evaluation grids after every scan.
+_CACHE: weakref.WeakKeyDictionary[Structure, OrderedDict[tuple[object, ...], NDArray[np.float32]]] = (
+    weakref.WeakKeyDictionary()
+)
+_CACHE_PER_STRUCTURE = 8
+_CACHE_LOCK = threading.Lock()
+
+
+def _cached(structure: Structure, key: tuple[object, ...]) -> NDArray[np.float32] | None:
+    with _CACHE_LOCK:
+        entries = _CACHE.get(structure)
+        if entries is None or key not in entries:
+            return None
+        entries.move_to_end(key)
+        return entries[key].copy()
+
+
+def _remember(structure: Structure, key: tuple[object, ...], fraction: NDArray[np.float32]) -> None:
+    kept = fraction.copy()
+    kept.setflags(write=False)
+    with _CACHE_LOCK:
+        entries = _CACHE.setdefault(structure, OrderedDict())
+        entries[key] = kept
+        while len(entries) > _CACHE_PER_STRUCTURE:
+            entries.popitem(last=False)
+
+
 def structure_fraction(
     structure: Structure,
     grid: Grid,
@@ -432,6 +463,8 @@ def structure_fraction(
     -------
     ndarray of shape grid.shape, float32
         Occupancy in [0, 1]; all zeros for an empty structure or one outside the grid.
+        A new array each call; results are cached per structure object and grid (a
+        procedure rasterises the same plan structures on the same grids after every scan).
 
     Raises
     ------
@@ -445,6 +478,19 @@ def structure_fraction(
     """
     _check_inputs(structure, grid, subsamples, allow_frame_mismatch)
     chosen = RasterMethod(method)
+    key = (grid.shape, grid.affine.tobytes(), subsamples, single_plane_thickness_mm, chosen)
+    found = _cached(structure, key)
+    if found is not None:
+        return found
+    fraction = _fraction(structure, grid, subsamples, single_plane_thickness_mm, chosen)
+    _remember(structure, key, fraction)
+    return fraction
+
+
+def _fraction(
+    structure: Structure, grid: Grid, subsamples: int, single_plane_thickness_mm: float | None,
+    chosen: RasterMethod,
+) -> NDArray[np.float32]:  # fmt: skip
     planes = _build_planes(structure, grid, single_plane_thickness_mm)
     if planes is None:
         return np.zeros(grid.shape, dtype=np.float32)

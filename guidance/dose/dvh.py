@@ -62,6 +62,8 @@ logger = logging.getLogger(__name__)
 _MAX_SAMPLES = 60_000_000
 _PAD_MM = 5.0
 _PAD_ATTEMPTS = 4
+#: Sampling of the volume a structure has outside the dose grid (only reported), mm.
+_COARSE_MM = 2.0
 
 
 class DoseGridCoverageError(ValueError):
@@ -253,9 +255,7 @@ def _structure_samples(
 ) -> tuple[Grid, NDArray[np.float32]]:
     """Sampling grid around the structure and its occupancy, padded until no occupied sample
     touches the grid's faces (slabs reach past the outermost contours)."""
-    box = structure.bounds_mm()
-    points = np.array([[box[i, 0], box[j, 1], box[k, 2]] for i in (0, 1) for j in (0, 1) for k in (0, 1)])
-    indices = dose.grid.patient_to_index(points)
+    indices = _box_indices(structure, dose.grid)
     pad_mm = max(_PAD_MM, 2.0 * sampling_mm)
     for _ in range(_PAD_ATTEMPTS):
         pad = np.ceil(pad_mm / dose.grid.spacing_mm).astype(np.intp)
@@ -270,6 +270,44 @@ def _structure_samples(
             return grid, fraction
         pad_mm *= 2.0
     raise ValueError(f"structure {structure.name!r}: its slabs reach more than {pad_mm} mm past its contours")
+
+
+def _box_indices(structure: Structure, grid: Grid) -> NDArray[np.float64]:
+    """Dose-grid indices of the 8 corners of the structure's bounding box."""
+    box = structure.bounds_mm()
+    points = np.array([[box[i, 0], box[j, 1], box[k, 2]] for i in (0, 1) for j in (0, 1) for k in (0, 1)])
+    indices: NDArray[np.float64] = grid.patient_to_index(points)
+    return indices
+
+
+def _reaches_outside(structure: Structure, dose: Volume) -> bool:
+    """Whether the structure's bounding box (plus a slab's reach) leaves the dose grid."""
+    indices = _box_indices(structure, dose.grid)
+    pad = _PAD_MM / dose.grid.spacing_mm
+    return bool(
+        np.any(indices.min(axis=0) - pad < -0.5)
+        or np.any(indices.max(axis=0) + pad > np.array(dose.shape) - 0.5)
+    )
+
+
+def _clipped_samples(
+    structure: Structure, dose: Volume, sampling_mm: float, subsamples: int, allow_frame_mismatch: bool
+) -> tuple[Grid, NDArray[np.float32], float]:
+    """Samples of the part inside the dose grid, and the volume outside it (cc, from 2 mm samples).
+
+    A structure far larger than the dose grid (skin, mandible) is sampled only where
+    there is dose; its whole volume comes from a coarse sampling of its own box.
+    """
+    upper = np.array(dose.shape, dtype=np.intp) - 1
+    grid = sampling_grid(dose.grid, np.zeros(3, dtype=np.intp), upper, sampling_mm)
+    fraction = structure_fraction(
+        structure, grid, subsamples=subsamples, allow_frame_mismatch=allow_frame_mismatch
+    )
+    coarse_grid, coarse = _structure_samples(structure, dose, _COARSE_MM, 1, allow_frame_mismatch)
+    centres = coarse_grid.index_to_patient(np.argwhere(coarse > 0).astype(np.float64))
+    inside = dose.grid.contains_index(dose.grid.patient_to_index(centres))
+    weights = coarse[coarse > 0].astype(np.float64) * coarse_grid.voxel_volume_cc
+    return grid, fraction, float(weights[~inside].sum())
 
 
 def _bin_edges(max_dose_gy: float, bin_width_gy: float) -> NDArray[np.float64]:
@@ -326,7 +364,15 @@ def cumulative_dvh(
     if not (math.isfinite(bin_width_gy) and bin_width_gy > 0):
         raise ValueError(f"bin_width_gy must be a finite number > 0; got {bin_width_gy}")
     _check_structure(structure, dose, allow_frame_mismatch)
-    grid, fraction = _structure_samples(structure, dose, sampling_mm, subsamples, allow_frame_mismatch)
+    clipped_outside_cc = 0.0
+    if allow_outside and _reaches_outside(structure, dose):
+        grid, fraction, clipped_outside_cc = _clipped_samples(
+            structure, dose, sampling_mm, subsamples, allow_frame_mismatch
+        )
+        if not np.any(fraction > 0):
+            raise DoseGridCoverageError(f"structure {structure.name!r} lies wholly outside the dose grid")
+    else:
+        grid, fraction = _structure_samples(structure, dose, sampling_mm, subsamples, allow_frame_mismatch)
     inside = fraction > 0
     if not np.any(inside):
         raise ValueError(f"structure {structure.name!r}: no sample at {sampling_mm} mm falls inside it")
@@ -334,7 +380,7 @@ def cumulative_dvh(
     dose_gy = sampled[inside].astype(np.float64)
     weight_cc = fraction[inside].astype(np.float64) * grid.voxel_volume_cc
     missing = np.isnan(dose_gy)
-    outside_cc = float(weight_cc[missing].sum())
+    outside_cc = float(weight_cc[missing].sum()) + clipped_outside_cc
     if np.all(missing) or (outside_cc > 0 and not allow_outside):
         whole = float(weight_cc.sum())
         raise DoseGridCoverageError(
@@ -344,11 +390,11 @@ def cumulative_dvh(
             "covers it" + ("" if np.all(missing) else ", or pass allow_outside=True for the part inside")
         )
     if outside_cc > 0:
-        logger.warning(
+        logger.info(
             "structure %r: %.3f cc (%.1f%%) outside the dose grid; DVH of the part inside only",
             structure.name,
             outside_cc,
-            100 * outside_cc / float(weight_cc.sum()),
+            100 * outside_cc / (outside_cc + float(weight_cc[~missing].sum())),
         )
     dose_gy, weight_cc = dose_gy[~missing], weight_cc[~missing]
     edges = _bin_edges(float(dose_gy.max()), bin_width_gy)
