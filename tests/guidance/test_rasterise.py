@@ -378,3 +378,24 @@ def test_a_60_cc_structure_on_a_512x512x100_grid(record_property: Callable[[str,
     seconds = time.perf_counter() - start
     record_property("seconds_fraction_512x512x100_60cc", round(seconds, 3))
     assert float(fraction.sum()) * grid.voxel_volume_cc == pytest.approx(60.0, rel=0.01)
+
+
+def test_repeated_rasterisation_is_cached_and_callers_cannot_corrupt_the_cache() -> None:
+    import gc
+
+    from guidance import rasterise
+
+    structure = ball(10.0, 1.0)
+    grid = Grid.from_bounds((-12.0, -12.0, -12.0), (12.0, 12.0, 12.0), 1.0)
+    first = structure_fraction(structure, grid, subsamples=3)
+    first[:] = 0.0  # the caller's copy only
+    second = structure_fraction(structure, grid, subsamples=3)
+    assert second.sum() * grid.voxel_volume_cc == pytest.approx(4 / 3 * math.pi, rel=0.03)
+    assert structure in rasterise._CACHE
+    other = Grid.from_bounds((-12.0, -12.0, -12.0), (12.0, 12.0, 12.0), 2.0)
+    assert structure_fraction(structure, other, subsamples=3).shape != second.shape
+    assert len(rasterise._CACHE[structure]) == 2
+    held = len(rasterise._CACHE)
+    del structure
+    gc.collect()
+    assert len(rasterise._CACHE) == held - 1  # held weakly: gone with the structure
