@@ -215,6 +215,10 @@ def _measure(
     exits = [_exit_distance(grid, ends[0], -run.direction, body, steps, 200.0),
              _exit_distance(grid, ends[1], run.direction, body, steps, 200.0)]  # fmt: skip
     tip_side = 1 if exits[0] <= exits[1] else 0
+    if exits[0] == exits[1]:
+        # Both ends still in the body where the scan stops: a needle comes in from outside
+        # the field, so the end at the scan's edge is the hub side.
+        tip_side = 0 if _at_slice_edge(grid, ends[1]) and not _at_slice_edge(grid, ends[0]) else 1
     direction = run.direction if tip_side == 1 else -run.direction
     hub_end, tip_end = ends[1 - tip_side], ends[tip_side]
     reasons: list[str] = []

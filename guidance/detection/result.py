@@ -52,13 +52,23 @@ class SeedOptions:
     Parameters
     ----------
     threshold_hu : float
-        Voxels above this HU may be metal (a seed reaches it after partial volume and blur
-        even on 5 mm slices; the local background is subtracted before anything is measured).
+        Voxels above this HU may be metal on slices up to ``reference_slice_mm`` thick; on
+        thicker slices the level falls in proportion (a seed's partial volume). The local
+        background is subtracted before anything is measured.
+    reference_slice_mm : float
+        Slice thickness up to which ``threshold_hu`` applies as is.
+    integration_margin_mm : float
+        A region's excess is integrated over its voxels grown by this distance (at least one
+        voxel), so that the blurred edges of a seed count whatever the threshold cuts.
     max_extent_mm : float
         Connected regions longer than this are not seeds or seed clusters (bone, needles).
     min_fraction : float
         Regions whose integrated excess is below this fraction of one seed's are rejected
         (noise, streak fragments, tails of excluded needles).
+    max_joined_cc : float
+        On thick slices, regions too large for seeds but smaller than this (cc) are cut again
+        at twice the level while it is below ``threshold_hu``: seeds joined by bright streaks
+        (bone is larger).
     max_cluster : int
         Regions estimated to hold more seeds than this are reported as rejected, not split.
     single_seed_integral : float or None
@@ -69,6 +79,10 @@ class SeedOptions:
     orientation_ratio : float
         The long axis is reported when the largest corrected variance exceeds the second by
         this factor; otherwise the orientation is unknown (NaN).
+    max_orientation_uncertainty_deg : float
+        The long axis is reported unknown when the voxels' extent could tilt it by more than
+        this: atan((d^2 / 12) / (lambda1 - lambda2)), d the largest voxel side, lambda the
+        corrected variances (about 3 deg for a seed on 1 mm voxels, 11 deg on 2 mm slices).
     max_slice_for_axial_orientation_mm : float
         On thicker slices a long axis within 45 deg of the slice normal is reported unknown.
     needle_margin_mm, streak_sd_hu : float
@@ -77,13 +91,17 @@ class SeedOptions:
     """
 
     threshold_hu: float = 500.0
+    reference_slice_mm: float = 2.0
+    integration_margin_mm: float = 1.0
     max_extent_mm: float = 16.0
     min_fraction: float = 0.35
+    max_joined_cc: float = 10.0
     max_cluster: int = 4
     single_seed_integral: float | None = None
     background_margin_mm: float = 2.5
     orientation_ratio: float = 2.0
     max_slice_for_axial_orientation_mm: float = 3.0
+    max_orientation_uncertainty_deg: float = 6.0
     needle_margin_mm: float = 3.0
     streak_sd_hu: float = 80.0
 
@@ -93,6 +111,9 @@ class SeedOptions:
             "background_margin_mm": self.background_margin_mm, "orientation_ratio": self.orientation_ratio,
             "needle_margin_mm": self.needle_margin_mm, "streak_sd_hu": self.streak_sd_hu,
             "max_slice_for_axial_orientation_mm": self.max_slice_for_axial_orientation_mm,
+            "max_orientation_uncertainty_deg": self.max_orientation_uncertainty_deg,
+            "reference_slice_mm": self.reference_slice_mm,
+            "integration_margin_mm": self.integration_margin_mm, "max_joined_cc": self.max_joined_cc,
         })  # fmt: skip
         if not math.isfinite(self.threshold_hu):
             raise ValueError(f"SeedOptions.threshold_hu must be finite; got {self.threshold_hu}")

@@ -11,11 +11,15 @@ Method:
    labelling the whole volume).
 2. Each region's local background is the median HU of a shell around it; its excess
    (HU - background, voxels of the region grown by one voxel) is integrated in HU x mm^3.
-3. One seed's integral is the median over regions (or given); a region holds
+3. One seed's integral is the most common one over regions (or given); a region holds
    round(integral / single) seeds. Regions below ``min_fraction`` of a seed are noise or
    streak fragments; in-plane streak-like regions (one slice, long and thin) are rejected.
-4. A region of 2 to ``max_cluster`` seeds is split by a weighted k-means of its voxel
-   positions (deterministic start along its principal axis).
+   Touching seeds end to end darken and saturate each other, so a chain is also counted
+   from its length (variance along its axis against one seed's, measured in the scan) where
+   the integral does not contradict it.
+4. A region of 2 to ``max_cluster`` seeds is split into the most seed-like of a weighted
+   k-means of its voxel positions and equal-excess slabs across each principal axis (side
+   by side seeds are cut across their width, which k-means does not do).
 5. Position: excess-weighted centroid (LPS mm); long axis: principal axis of the excess
    distribution after removing each voxel's own extent (spacing^2 / 12 per axis), when it
    stands out and, on thick slices, lies away from the slice normal.
@@ -26,6 +30,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -34,9 +39,9 @@ from guidance import __version__
 from guidance.detection.lines import principal_line
 from guidance.detection.result import SEED_STAGE, DetectedSeed, SeedDetection, SeedOptions
 from guidance.provenance import Provenance
-from guidance.volume import Volume
+from guidance.volume import Grid, Volume
 
-__all__ = ["detect_seeds"]
+__all__ = ["detect_seeds", "threshold_level_hu"]
 
 logger = logging.getLogger(__name__)
 
@@ -114,17 +119,20 @@ def _regions(
     from scipy import ndimage
 
     image = np.asarray(ct.array)
-    mask = image > opts.threshold_hu
+    mask = image > threshold_level_hu(ct, opts)
     if exclude is not None:
         mask &= ~exclude
     spacing = ct.spacing_mm
-    margin = np.maximum(1, np.ceil(opts.background_margin_mm / spacing)).astype(int)
-    voxel_mm3 = ct.grid.voxel_volume_cc * 1000.0
+    # Box of the integration margin (at least the 26 neighbours), grown with separable maxima.
+    reach = tuple(int(2 * h + 1) for h in np.maximum(1, np.floor(opts.integration_margin_mm / spacing)))
+    margin = np.maximum(1, np.ceil(opts.background_margin_mm / spacing)) + np.array(reach) // 2 + 1
+    margin = margin.astype(int)
+    grid = ct.grid
+    voxel_mm3 = grid.voxel_volume_cc * 1000.0
     regions: list[_Region] = []
     rejected: list[tuple[NDArray[np.float64], str]] = []
-    for box, inside in _components(mask):
-        if not _seed_sized(inside, box, ct, opts):
-            continue
+    level = threshold_level_hu(ct, opts)
+    for box, inside in _seed_components(image, _components(mask), level, grid, opts):
         # Clipped at the volume's faces: a seed in the first or last slice is common in short scans.
         grown = tuple(
             slice(max(0, sl.start - m), min(n, sl.stop + m))
@@ -134,8 +142,8 @@ def _regions(
         own[tuple(slice(b.start - g.start, b.stop - g.start) for b, g in zip(box, grown, strict=True))] = (
             inside
         )
-        core = ndimage.binary_dilation(own, structure=_CONNECTIVITY)
-        shell = ~ndimage.binary_dilation(own, structure=_CONNECTIVITY, iterations=2) & ~mask[grown]
+        core = ndimage.maximum_filter(own, size=reach)
+        shell = ~ndimage.maximum_filter(core, size=3) & ~mask[grown]
         values = image[grown].astype(np.float32)
         background = float(np.median(values[shell])) if shell.any() else 0.0
         excess = np.clip(values[core] - background, 0.0, None).astype(np.float64)
@@ -143,10 +151,10 @@ def _regions(
         index = np.argwhere(core) + offset
         near = exclude is not None and bool(exclude[grown].any())
         region = _Region(
-            ct.index_to_patient(index.astype(np.float64)), excess, float(excess.sum() * voxel_mm3),
+            grid.index_to_patient(index.astype(np.float64)), excess, float(excess.sum() * voxel_mm3),
             float(np.std(values[shell])) if shell.any() else 0.0, int(np.ptp(index[:, 0]) + 1), near,
         )  # fmt: skip
-        reason = _streak_like(region, ct, opts)
+        reason = _streak_like(region, grid, opts)
         if reason:
             rejected.append((_centroid(region.points_mm, region.excess), reason))
         else:
@@ -154,7 +162,52 @@ def _regions(
     return regions, rejected
 
 
-def _seed_sized(inside: NDArray[np.bool_], box: tuple[slice, ...], ct: Volume, opts: SeedOptions) -> bool:
+def _seed_components(
+    image: NDArray[Any],
+    components: list[tuple[tuple[slice, ...], NDArray[np.bool_]]],
+    level: float,
+    grid: Grid,
+    opts: SeedOptions,
+) -> list[tuple[tuple[slice, ...], NDArray[np.bool_]]]:
+    """The seed-sized components; on thick slices larger ones up to ``max_joined_cc`` are cut higher.
+
+    On thick slices the level is low and bright streaks between seeds in one slice join them
+    into one region: at twice the level inside that region the seeds stand apart. The level
+    is raised while it is below ``threshold_hu`` (the thin-slice level, which bone fragments
+    do not pass as seeds); bone and needles stay too large and are dropped.
+    """
+    from scipy import ndimage
+
+    kept: list[tuple[tuple[slice, ...], NDArray[np.bool_]]] = []
+    voxel_cc = grid.voxel_volume_cc
+    for box, inside in components:
+        if _seed_sized(inside, box, grid, opts):
+            kept.append((box, inside))
+            continue
+        if level >= opts.threshold_hu or np.count_nonzero(inside) * voxel_cc > opts.max_joined_cc:
+            continue
+        higher = inside & (image[box] > 2.0 * level)
+        labels, _ = ndimage.label(higher, structure=_CONNECTIVITY)
+        parts = [
+            (tuple(slice(b.start + sl.start, b.start + sl.stop) for b, sl in zip(box, local, strict=True)),
+             labels[local] == k)
+            for k, local in enumerate(ndimage.find_objects(labels), start=1)
+            if local is not None
+        ]  # fmt: skip
+        kept += _seed_components(image, parts, 2.0 * level, grid, opts)
+    return kept
+
+
+def threshold_level_hu(ct: Volume, opts: SeedOptions) -> float:
+    """``threshold_hu`` lowered in proportion on slices thicker than ``reference_slice_mm``.
+
+    A seed (0.8 mm across) lying in a slice fills a fraction of each voxel inversely
+    proportional to the slice thickness: its peak over the background falls as 1/thickness.
+    """
+    return opts.threshold_hu * min(1.0, opts.reference_slice_mm / float(ct.spacing_mm[0]))
+
+
+def _seed_sized(inside: NDArray[np.bool_], box: tuple[slice, ...], grid: Grid, opts: SeedOptions) -> bool:
     """Whether a region is small enough for a seed, a cluster or a chain of seeds (not bone or a needle).
 
     Compact regions fit in ``max_extent_mm`` (bounding-box diagonal). Seeds dropped along one
@@ -162,22 +215,28 @@ def _seed_sized(inside: NDArray[np.bool_], box: tuple[slice, ...], ct: Volume, o
     up to ``max_cluster`` x (seed length + one voxel of blur or gap) long along its principal
     axis and no wider than one seed is long.
     """
-    spacing = ct.spacing_mm
+    spacing = grid.spacing_mm
     extent = np.array([sl.stop - sl.start for sl in box], dtype=np.float64) * spacing
     if float(np.linalg.norm(extent)) <= opts.max_extent_mm:
         return True
-    points = ct.index_to_patient(np.argwhere(inside).astype(np.float64))
+    chain_mm = opts.max_cluster * (_SEED_LENGTH_MM + float(np.max(spacing)))
+    # A chain's box is no longer than the chain plus its width along each axis: larger boxes
+    # (bone, streaks) are rejected before their voxels are looked at.
+    if float(np.linalg.norm(extent)) > chain_mm + np.sqrt(3.0) * _SEED_LENGTH_MM + float(
+        np.linalg.norm(spacing)
+    ):
+        return False
+    points = grid.index_to_patient(np.argwhere(inside).astype(np.float64))
     offset = points - points.mean(axis=0)
     values, vectors = np.linalg.eigh(offset.T @ offset / len(points))
     axis = vectors[:, -1]
-    voxel_along = float(np.abs(np.asarray(ct.affine)[:3, :3].T @ axis).sum())  # one voxel's extent
+    voxel_along = float(np.abs(np.asarray(grid.affine)[:3, :3].T @ axis).sum())  # one voxel's extent
     length = float(np.ptp(offset @ axis)) + voxel_along
     width = float(np.sqrt(12.0 * max(values[-2], 0.0)))  # full width of a uniform cross-section
-    chain_mm = opts.max_cluster * (_SEED_LENGTH_MM + float(np.max(spacing)))
     return length <= chain_mm and width <= _SEED_LENGTH_MM
 
 
-def _streak_like(region: _Region, ct: Volume, opts: SeedOptions) -> str:
+def _streak_like(region: _Region, grid: Grid, opts: SeedOptions) -> str:
     """Non-empty when the region is a streak: within one slice, long and thin in-plane."""
     if region.slices > 1 or len(region.points_mm) < 4:
         return ""
@@ -195,10 +254,74 @@ def _centroid(points: NDArray[np.float64], weights: NDArray[np.float64]) -> NDAr
     return centre
 
 
-def _weighted_kmeans(points: NDArray[np.float64], weights: NDArray[np.float64], k: int) -> NDArray[np.int64]:
-    """Labels of a weighted k-means (Lloyd) started at quantiles along the principal axis."""
-    centre, _, vectors = principal_line(points, weights + 1e-9)
-    along = (points - centre) @ vectors[:, 0]
+def _split(
+    points: NDArray[np.float64], weights: NDArray[np.float64], k: int, grid: Grid, elongation: float
+) -> NDArray[np.int64]:
+    """Labels of the most seed-like partition: k-means, or equal-excess slabs across a principal axis.
+
+    k-means prefers cutting side-by-side seeds across their length (the halves are more
+    compact than the seeds), whatever its start; slabs across the second principal axis cut
+    them apart. Each part of the right partition is one seed: its largest minus second
+    variance is near ``elongation``, a single seed's in this scan.
+    """
+    _, _, vectors = principal_line(points, weights + 1e-9)
+    best: tuple[float, NDArray[np.int64]] | None = None
+    candidates = [_weighted_kmeans(points, weights, k, vectors[:, 0])]
+    candidates += [_slabs(points, weights, k, vectors[:, axis]) for axis in range(3)]
+    for labels in candidates:
+        misfit = 0.0
+        for j in range(k):
+            members = labels == j
+            values = _spread(points[members], weights[members], grid)
+            misfit += abs(float(values[0] - values[1]) - elongation)
+        if best is None or misfit < best[0] - 1e-9:
+            best = (misfit, labels)
+    assert best is not None
+    return best[1]
+
+
+def _spread(points: NDArray[np.float64], weights: NDArray[np.float64], grid: Grid) -> NDArray[np.float64]:
+    """Variances (mm^2, descending) of the excess about its centroid, each voxel's own extent removed."""
+    if weights.sum() <= 0 or len(points) < 2:
+        return np.zeros(3)
+    offset = points - _centroid(points, weights)
+    axes = np.asarray(grid.affine)[:3, :3]
+    own = axes @ np.diag(np.full(3, 1.0 / 12.0)) @ axes.T
+    values: NDArray[np.float64] = np.linalg.eigvalsh(
+        (offset * weights[:, None]).T @ offset / weights.sum() - own
+    )
+    return values[::-1]
+
+
+def _chain_count(region: _Region, elongation: float, grid: Grid) -> int:
+    """Seeds end to end in a region, from its length: variance p^2 (n^2 - 1) / 12 + one seed's.
+
+    ``elongation`` is one seed's largest minus second variance in this scan (its marker's
+    length, blurred); the pitch p of touching seeds is their length.
+    """
+    values = _spread(region.points_mm, region.excess, grid)
+    excess = max(0.0, float(values[0] - values[1]) - elongation)
+    return max(1, round(float(np.sqrt(1.0 + 12.0 * excess / _SEED_LENGTH_MM**2))))
+
+
+def _slabs(
+    points: NDArray[np.float64], weights: NDArray[np.float64], k: int, axis: NDArray[np.float64]
+) -> NDArray[np.int64]:
+    """Labels of k slabs across ``axis`` holding equal excess (seeds side by side, cut between them)."""
+    along = points @ axis
+    order = np.argsort(along)
+    cumulative = np.cumsum(weights[order]) / max(float(weights.sum()), 1e-12)
+    labels = np.empty(len(points), dtype=np.int64)
+    labels[order] = np.minimum((cumulative * k - 1e-9).astype(np.int64), k - 1)
+    return labels
+
+
+def _weighted_kmeans(
+    points: NDArray[np.float64], weights: NDArray[np.float64], k: int, start_axis: NDArray[np.float64]
+) -> NDArray[np.int64]:
+    """Labels of a weighted k-means (Lloyd) started at weight quantiles along ``start_axis``."""
+    centre = _centroid(points, weights)
+    along = (points - centre) @ start_axis
     order = np.argsort(along)
     cumulative = np.cumsum(weights[order]) / max(weights.sum(), 1e-12)
     starts = [order[min(len(order) - 1, int(np.searchsorted(cumulative, (i + 0.5) / k)))] for i in range(k)]
@@ -218,7 +341,7 @@ def _weighted_kmeans(points: NDArray[np.float64], weights: NDArray[np.float64], 
 
 
 def _orientation(
-    points: NDArray[np.float64], weights: NDArray[np.float64], ct: Volume, opts: SeedOptions
+    points: NDArray[np.float64], weights: NDArray[np.float64], grid: Grid, opts: SeedOptions
 ) -> NDArray[np.float64]:
     """Unit long axis of the weighted points, or NaN when the geometry does not show it."""
     if weights.sum() <= 0 or len(points) < 4:
@@ -226,21 +349,38 @@ def _orientation(
     centre = _centroid(points, weights)
     offset = points - centre
     cov = (offset * weights[:, None]).T @ offset / weights.sum()
-    axes = np.asarray(ct.affine)[:3, :3]
+    axes = np.asarray(grid.affine)[:3, :3]
     cov = cov - axes @ np.diag(np.full(3, 1.0 / 12.0)) @ axes.T  # each voxel's own extent
     values, vectors = np.linalg.eigh(cov)
     order = np.argsort(values)[::-1]
     values, vectors = values[order], vectors[:, order]
     if values[0] <= 0.25 or values[0] < opts.orientation_ratio * max(values[1], 1e-6):
         return np.full(3, np.nan)
+    # The voxel-extent correction is exact only on average: its error, up to the largest
+    # voxel side's variance d^2/12, tilts the axis by about atan(error / elongation).
+    uncertainty = np.degrees(np.arctan(float(np.max(grid.spacing_mm)) ** 2 / 12.0 / (values[0] - values[1])))
+    if uncertainty > opts.max_orientation_uncertainty_deg:
+        return np.full(3, np.nan)
     direction = vectors[:, 0]
-    slice_normal = ct.grid.axes[0]
-    if ct.spacing_mm[0] > opts.max_slice_for_axial_orientation_mm and abs(
+    slice_normal = grid.axes[0]
+    if grid.spacing_mm[0] > opts.max_slice_for_axial_orientation_mm and abs(
         float(direction @ slice_normal)
     ) > np.cos(np.radians(45.0)):
         return np.full(3, np.nan)
     result: NDArray[np.float64] = direction if direction[np.argmax(np.abs(direction))] > 0 else -direction
     return result
+
+
+def _single_elongation(regions: list[_Region], single: float, grid: Grid) -> float:
+    """One seed's largest minus second variance (mm^2): median over the regions of one seed's integral.
+
+    It depends on where the seed's metal is (a marker rod shorter than the capsule) and on
+    the blur; without single seeds in the scan, a uniform 4.5 mm rod's L^2 / 12.
+    """
+    values = [_spread(r.points_mm, r.excess, grid) for r in regions if 0.7 <= r.integral / single <= 1.3]
+    if not values:
+        return _SEED_LENGTH_MM**2 / 12.0
+    return float(np.median([v[0] - v[1] for v in values]))
 
 
 def _single_integral(regions: list[_Region], opts: SeedOptions) -> float:
@@ -249,16 +389,30 @@ def _single_integral(regions: list[_Region], opts: SeedOptions) -> float:
     integrals = np.array([r.integral for r in regions])
     if len(integrals) == 0:
         return float("nan")
-    # The median of regions well above noise: most regions are single seeds in an implant.
-    big = integrals[integrals >= 0.25 * float(np.max(integrals))]
-    return float(np.median(big))
+    # The most common integral (the most regions within 25 % of it; the smaller on a tie):
+    # single seeds agree with each other; clusters of 2, 3 and 4, needle remnants and streak
+    # fragments (spread over decades) do not, even where they are many or large.
+    big = np.sort(integrals[integrals > 0])
+    if len(big) == 0:
+        return float("nan")
+    support = [np.count_nonzero(np.abs(big - c) <= 0.25 * c) for c in big]
+    mode = float(big[int(np.argmax(support))])
+    return float(np.median(big[np.abs(big - mode) <= 0.25 * mode]))
 
 
-def _seeds_of(region: _Region, single: float, ct: Volume, opts: SeedOptions) -> list[DetectedSeed] | str:
+def _seeds_of(
+    region: _Region, single: float, elongation: float, grid: Grid, opts: SeedOptions
+) -> list[DetectedSeed] | str:
     ratio = region.integral / single
-    count = max(1, round(ratio))
     if ratio < opts.min_fraction:
         return f"too faint for a seed ({ratio:.2f} of one seed's integrated intensity)"
+    # Touching seeds darken each other (beam hardening) and saturate together: a chain's
+    # integral falls short of its count, its length does not.
+    # On thick slices a single seed's elongation varies with its tilt: the length is taken
+    # only where the integral agrees with it within that shortfall (a third).
+    by_length = _chain_count(region, elongation, grid)
+    trusted = by_length <= opts.max_cluster and ratio >= 0.65 * by_length
+    count = max(1, round(ratio), by_length if trusted else 1)
     if count > opts.max_cluster:
         return f"{ratio:.1f} seeds' worth of metal in one region: not split (more than {opts.max_cluster})"
     reasons: list[str] = []
@@ -275,22 +429,26 @@ def _seeds_of(region: _Region, single: float, ct: Volume, opts: SeedOptions) -> 
     labels = (
         np.zeros(len(region.points_mm), dtype=np.int64)
         if count == 1
-        else _weighted_kmeans(region.points_mm, region.excess, count)
+        else _split(region.points_mm, region.excess, count, grid, elongation)
     )
     if count > 1:
         confidence *= 0.8
         reasons.append(f"split from a cluster of {count}")
     seeds = []
-    whole = _orientation(region.points_mm, region.excess, ct, opts) if count > 1 else np.full(3, np.nan)
+    whole = _orientation(region.points_mm, region.excess, grid, opts) if count > 1 else np.full(3, np.nan)
     for j in range(count):
         members = labels == j
         points, weights = region.points_mm[members], region.excess[members]
-        direction = _orientation(points, weights, ct, opts)
+        direction = _orientation(points, weights, grid, opts)
         if count > 1 and not abs(float(np.nan_to_num(direction) @ np.nan_to_num(whole))) > np.cos(
             np.radians(30.0)
         ):
             # Side-by-side seeds split across their axes: a part's own elongation is the cut's.
             direction = np.full(3, np.nan)
+        elif count > 1:
+            # Touching seeds agreeing with the cluster's axis lie along it (a chain, or side by
+            # side): the whole cluster measures that axis over a longer or heavier baseline.
+            direction = whole
         seeds.append(DetectedSeed(_centroid(points, weights), direction, float(np.clip(confidence, 0.0, 1.0)),
                                   tuple(reasons), count > 1, count))  # fmt: skip
     return seeds
@@ -326,10 +484,12 @@ def detect_seeds(
     exclude = None if exclude_mask is None else np.asarray(exclude_mask, dtype=bool)
     regions, rejected = _regions(ct, exclude, opts)
     single = _single_integral(regions, opts)
+    elongation = _single_elongation(regions, single, ct.grid) if regions else 0.0
     seeds: list[DetectedSeed] = []
     notes: list[str] = []
+    grid = ct.grid
     for region in regions:
-        found = _seeds_of(region, single, ct, opts)
+        found = _seeds_of(region, single, elongation, grid, opts)
         if isinstance(found, str):
             rejected.append((_centroid(region.points_mm, region.excess), found))
         else:

@@ -73,9 +73,10 @@ def test_orientation_where_known(implant: tuple[float, scenes.Scene, SeedDetecti
         if nearest[i] < 2.0 and seed.orientation_known:
             cosine = min(1.0, abs(float(seed.direction @ scene.seed_directions[i])))
             angles.append(np.degrees(np.arccos(cosine)))
-    assert len(angles) >= (0.7 if thickness <= 2.0 else 0.4) * len(scene.seeds_mm)
-    assert float(np.median(angles)) < 15.0
-    assert float(np.percentile(angles, 90)) < (20.0 if thickness <= 2.0 else 35.0)
+    # On 2 mm slices and thicker the voxels' extent could tilt the axis by more than the
+    # allowed uncertainty (6 deg): the orientation is reported unknown rather than wrong.
+    assert len(angles) >= (0.7 * len(scene.seeds_mm) if thickness <= 1.0 else 0)
+    assert max(angles, default=0.0) <= 10.0
 
 
 def test_confidence_and_provenance(implant: tuple[float, scenes.Scene, SeedDetection]) -> None:

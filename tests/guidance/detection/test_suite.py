@@ -1,0 +1,138 @@
+"""The must-show figures of seed and needle detection, over a suite of simulated scans.
+
+Two renderers (the simulator's and an independent one, :mod:`second_renderer`), pixel
+sizes 0.3, 0.8 and 1 mm, slices 1, 2, 3 and 5 mm, two random implants each (12 separate
+seeds plus chains of 2-4 and side-by-side pairs and triples: 26 seeds a scan), and needle
+scans of the whole neck. The figures are summed over the suite and logged as a table.
+
+Bounds the detection does not reach yet are strict expected failures: they name the
+shortfall and turn into errors as soon as the bound is met (then remove the mark).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from tests.guidance.detection.suite import Condition, Tally, measure
+
+logger = logging.getLogger(__name__)
+
+_SEED_SCANS = [
+    Condition(renderer, thickness, pixel, seed, extended_hu=renderer == "second" and seed == 1)
+    for renderer, pixel, seeds in (
+        ("simulator", 0.8, (0, 1)),
+        ("simulator", 0.3, (2,)),
+        ("second", 0.3, (0, 1)),
+        ("second", 1.0, (0, 1)),
+    )
+    for thickness in (1.0, 2.0, 3.0, 5.0)
+    for seed in seeds
+]
+_NEEDLE_SCANS = [
+    Condition(renderer, thickness, pixel, 10, needles=True)
+    for renderer, pixel in (("simulator", 0.8), ("second", 1.0))
+    for thickness in (1.0, 2.0)
+]
+
+
+def _total(conditions: list[Condition]) -> Tally:
+    total = Tally()
+    for condition in conditions:
+        total.add(measure(condition))
+    return total
+
+
+def _by_thickness(*thicknesses: float) -> Tally:
+    return _total([c for c in _SEED_SCANS if c.thickness_mm in thicknesses])
+
+
+@pytest.fixture(scope="module")
+def thin() -> Tally:
+    for condition in _SEED_SCANS + _NEEDLE_SCANS:
+        logger.info("%s (seed %d): %s", condition.label, condition.seed, measure(condition).row())
+    return _by_thickness(1.0, 2.0, 3.0)
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def test_suite_is_large_enough_to_measure_the_rates(thin: Tally) -> None:
+    # 99.5 % needs at least 200 seeds to allow a single miss.
+    assert thin.true_seeds >= 500 and _by_thickness(5.0).true_seeds >= 150
+
+
+def test_one_mm_slices_meet_every_seed_figure() -> None:
+    tally = _by_thickness(1.0)
+    assert tally.sensitivity >= 0.995 and tally.precision >= 0.995
+    assert _mean(tally.position_errors_mm) <= 0.4 and max(tally.position_errors_mm) <= 1.0
+    assert len(tally.orientation_errors_deg) >= 0.85 * tally.matched
+    assert max(tally.orientation_errors_deg) <= 10.0
+
+
+def test_two_mm_slices_rates_and_mean_error() -> None:
+    tally = _by_thickness(2.0)
+    assert tally.sensitivity >= 0.995 and tally.precision >= 0.995
+    assert _mean(tally.position_errors_mm) <= 0.4
+
+
+@pytest.mark.xfail(strict=True, reason="side-by-side triples on 2 mm slices split up to 1.3 mm off")
+def test_two_mm_slices_max_error() -> None:
+    assert max(_by_thickness(2.0).position_errors_mm) <= 1.0
+
+
+def test_thin_slices_regression_floor(thin: Tally) -> None:
+    """What the detection reaches today over 1-3 mm slices (both renderers); must not get worse."""
+    assert thin.sensitivity >= 0.98 and thin.precision >= 0.98
+    assert _mean(thin.position_errors_mm) <= 0.4
+
+
+def test_orientation_where_reported(thin: Tally) -> None:
+    assert len(thin.orientation_errors_deg) >= 100
+    assert max(thin.orientation_errors_deg) <= 10.0
+
+
+@pytest.mark.xfail(
+    strict=True, reason="3 mm slices, second renderer: singles and clusters miscounted (92-100 %)"
+)
+def test_thin_slices_rates(thin: Tally) -> None:
+    assert thin.sensitivity >= 0.995 and thin.precision >= 0.995
+
+
+@pytest.mark.xfail(
+    strict=True, reason="3 mm slices: a seed within one slice is placed at the slice centre, <= 2 mm off"
+)
+def test_thin_slices_max_position_error(thin: Tally) -> None:
+    assert max(thin.position_errors_mm) <= 1.0
+
+
+@pytest.mark.xfail(strict=True, reason="5 mm slices: seeds within one slice, clusters along the slice axis")
+def test_thick_slices() -> None:
+    thick = _by_thickness(5.0)
+    assert thick.sensitivity >= 0.98 and thick.precision >= 0.98
+    assert max(thick.slice_axis_errors_mm) <= 1.5
+
+
+@pytest.fixture(scope="module")
+def needles() -> Tally:
+    return _total(_NEEDLE_SCANS)
+
+
+@pytest.mark.parametrize("scan", [0, 2], ids=["simulator", "second"])
+def test_needles_on_one_mm_slices(scan: int) -> None:
+    tally = measure(_NEEDLE_SCANS[scan])
+    assert _NEEDLE_SCANS[scan].thickness_mm == 1.0 and len(tally.tip_errors_mm) == 3
+    assert max(tally.tip_errors_mm) <= 1.0
+    assert max(tally.angle_errors_deg) <= 1.0
+
+
+_NEEDLE_SHORTFALL = "2 mm: an in-plane needle straddling 2 slices drops below the level; tip off"
+
+
+@pytest.mark.xfail(strict=True, reason=_NEEDLE_SHORTFALL)
+def test_needles(needles: Tally) -> None:
+    assert len(needles.tip_errors_mm) == 3 * len(_NEEDLE_SCANS)
+    assert max(needles.tip_errors_mm) <= 1.0
+    assert max(needles.angle_errors_deg) <= 1.0
