@@ -18,7 +18,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from pynetdicom import AE, evt
+from pynetdicom import AE, _config, evt
 from pynetdicom.transport import ThreadedAssociationServer
 
 from dicom_node.assembler import Assembler, SeriesReady, Subscriber
@@ -39,6 +39,7 @@ from dicom_node.handlers import (
     handle_requested,
     handle_store,
 )
+from dicom_node.reactor import start_server
 from dicom_node.store import DurableWriter, Store
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,14 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
 
 def build_ae(config: NodeConfig) -> AE:
-    """The application entity: Verification and Storage SCP with the limits of `config`."""
+    """The application entity: Verification and Storage SCP with the limits of `config`.
+
+    Unless ``config.debug``, pynetdicom's standard per-PDU and per-DIMSE logging
+    handlers are not bound at all (``_config.LOG_HANDLER_LEVEL = "none"``, a
+    process-wide pynetdicom setting read when an association is created): with
+    them, every PDU raises an event whose handler formats a log record.
+    """
+    _config.LOG_HANDLER_LEVEL = "standard" if config.debug else "none"
     ae = AE(ae_title=config.ae_title)
     ae.add_supported_context(VERIFICATION_SOP_CLASS, list(VERIFICATION_TRANSFER_SYNTAXES))
     for sop_class in STORAGE_SOP_CLASSES:
@@ -113,10 +121,8 @@ class Node:
         tls = self.config.tls
         context = tls.server_context(self.config.acse_timeout_s) if tls is not None else None
         self.assembler.start()
-        self._server = self.ae.start_server(
-            (self.config.host, self.config.port), block=False, ssl_context=context,
-            evt_handlers=self._handlers(),
-        )
+        self._server = start_server(self.ae, (self.config.host, self.config.port), ssl_context=context,
+                                    evt_handlers=self._handlers())
         host, port = self.address
         logger.info("listening on %s:%d as %s%s", host, port, self.config.ae_title,
                     " with TLS" if tls else "")

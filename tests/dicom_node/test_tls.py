@@ -10,9 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
+from pydicom import dcmread
 
 from dicom_node.config import TlsConfig
 
+from .datasets import SeriesSpec, ct_slice
 from .peers import associate
 
 pytestmark = pytest.mark.network
@@ -52,7 +54,15 @@ def test_tls_with_client_certificates(start_node, pki: Path, caplog) -> None:
     good = associate(running.port, tls_args=(_client_context(pki, True), "127.0.0.1"))
     assert good.is_established
     assert good.send_c_echo().Status == 0
+    # Full-size slices: each PDU spans many TLS records, read through the node's socket wait and reads.
+    spec = SeriesSpec(rows=512, columns=512)
+    slices = [ct_slice(spec, k) for k in range(3)]
+    assert [int(good.send_c_store(ds).Status) for ds in slices] == [0, 0, 0]
     good.release()
+    stored = {i.header.sop_instance_uid: i.path for i in running.node.store.series_instances(spec.series_uid)}
+    assert sorted(stored) == sorted(ds.SOPInstanceUID for ds in slices)
+    for ds in slices:
+        assert dcmread(stored[ds.SOPInstanceUID]).PixelData == ds.PixelData
 
     # A plain DICOM peer: the node expects a TLS ClientHello and closes the connection.
     with socket.create_connection(("127.0.0.1", running.port), timeout=10) as plain:
