@@ -9,10 +9,11 @@ worker thread handles them in order, so the node never waits on the analysis:
   (:func:`guidance.session.plan_status`); the session folder is then created
   with those files, and CT series that are not the planning CT are analysed as
   scans, in arrival order (a scan that arrives before its plan waits for it);
-- every other CT series is an intra-procedure scan: it is copied into the next
-  scan folder, read, run through :func:`guidance.pipeline.run_pipeline` (the
-  previous result starts the registration) and recorded with its exports;
-  subscribers then receive a :class:`Published`.
+- every other CT series is an intra-procedure scan: it is read from the node's
+  store, run through :func:`guidance.pipeline.run_pipeline` (the previous
+  result starts the registration) and linked into the next scan folder;
+  subscribers then receive a :class:`Published`, and the result is recorded
+  with its exports (``result.json`` last).
 
 A series reopened by late instances (revision > 1) is analysed again as a new
 scan, so the session keeps what was shown at each moment. A series that cannot
@@ -60,7 +61,10 @@ class Published:
     acknowledged_at : float
         time.time() of the scan's last acknowledged instance.
     announced_at, published_at : float
-        time.time() when the node announced the series and when the result was recorded.
+        time.time() when the node announced the series and when the result was published.
+    seconds : dict of str to float
+        Wall time of the service's own steps: ``read`` (CT series from the store),
+        ``pipeline`` (all stages, see ``result.stages``), ``session`` (linking the scan into the session).
     """
 
     record: ScanRecord
@@ -70,6 +74,7 @@ class Published:
     acknowledged_at: float
     announced_at: float
     published_at: float
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 Subscriber = Callable[[Published], None]
@@ -221,19 +226,29 @@ class GuidanceService:
         if ready.series_instance_uid == self.bundle.structure_set.referenced_series_uid:
             logger.info("the planning CT was sent again: not a scan")
             return
-        record = self.session.new_scan(list(ready.paths))
-        scan = read_ct_series(record.ct_folder)
+        began = time.perf_counter()
+        scan = read_ct_series(list(ready.paths))
+        read = time.perf_counter()
         result = run_pipeline(scan, self.bundle.plan, self.bundle.planning_ct, previous=self._previous,
                               options=self.options)  # fmt: skip
-        self.session.record_result(record, result, self.bundle)
+        analysed = time.perf_counter()
+        record = self.session.new_scan(list(ready.paths))
+        seconds = {
+            "read": read - began,
+            "pipeline": analysed - read,
+            "session": time.perf_counter() - analysed,
+        }
         self._previous = result if result.scan_to_plan is not None else self._previous
         published = Published(record, scan, result, ready.series_instance_uid, ready.last_arrival,
-                              announced_at, time.time())  # fmt: skip
+                              announced_at, time.time(), seconds)  # fmt: skip
         for callback in self._subscribers:
             try:
                 callback(published)
             except Exception:
                 logger.exception("a result subscriber failed")
+        # Shown first, then recorded: the scan's CT is already durable in the store and in the
+        # session folder; a crash here leaves a scan folder without result.json, analysed again on request.
+        self.session.record_result(record, result, self.bundle)
 
 
 def _belongs(path: Path, bundle: PlanBundle) -> bool:

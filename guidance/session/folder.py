@@ -82,8 +82,15 @@ def _dicom_name(dataset: Dataset) -> str:
 
 
 def _store(files: Iterable[Path | Dataset], folder: Path) -> list[Path]:
-    """Copy files byte for byte (or encode datasets) into ``folder``, named by SOP Instance UID."""
+    """Put files (hard-linked, else copied byte for byte) or datasets into ``folder``, named by SOP UID.
+
+    A hard link shares the already-durable bytes of a received file (the node fsynced
+    them before acknowledging); only the folder entry is new, made durable by one
+    directory fsync at the end.
+    """
     out = []
+    folder.mkdir(parents=True, exist_ok=True)
+    linked = False
     for item in files:
         if isinstance(item, Dataset):
             target = folder / _dicom_name(item)
@@ -91,8 +98,14 @@ def _store(files: Iterable[Path | Dataset], folder: Path) -> list[Path]:
         else:
             header = load_datasets(item, stop_before_pixels=True)[0].dataset
             target = folder / _dicom_name(header)
-            durable_write(target, Path(item).read_bytes())
+            try:
+                os.link(item, target)
+                linked = True
+            except OSError:  # another file system, or links not supported
+                durable_write(target, Path(item).read_bytes())
         out.append(target)
+    if linked:
+        _fsync_directory(folder)
     return out
 
 
