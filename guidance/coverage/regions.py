@@ -241,11 +241,12 @@ def surface_points_mm(organ: Structure | Volume) -> NDArray[np.float64]:
     if isinstance(organ, Structure):
         pieces = [np.zeros((0, 3))]
         for contour in organ.contours_mm:
-            ends = np.roll(contour, -1, axis=0)
-            for start, stop in zip(contour, ends, strict=True):
-                count = max(1, math.ceil(float(np.linalg.norm(stop - start)) / _DENSIFY_STEP_MM))
-                steps = np.arange(count, dtype=np.float64)[:, np.newaxis] / count
-                pieces.append(start + steps * (stop - start))
+            edges = np.roll(contour, -1, axis=0) - contour
+            counts = np.maximum(1, np.ceil(np.linalg.norm(edges, axis=1) / _DENSIFY_STEP_MM)).astype(np.intp)
+            edge = np.repeat(np.arange(len(contour)), counts)
+            first = np.cumsum(counts) - counts
+            fraction = (np.arange(int(counts.sum())) - first[edge]) / counts[edge]
+            pieces.append(contour[edge] + fraction[:, np.newaxis] * edges[edge])
         return np.concatenate(pieces)
     mask = np.asarray(organ.array, dtype=np.float32) >= 0.5
     return organ.index_to_patient(np.argwhere(mask).astype(np.float64)).reshape(-1, 3)

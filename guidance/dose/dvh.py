@@ -298,8 +298,12 @@ def _clipped_samples(
     A structure far larger than the dose grid (skin, mandible) is sampled only where
     there is dose; its whole volume comes from a coarse sampling of its own box.
     """
-    upper = np.array(dose.shape, dtype=np.intp) - 1
-    grid = sampling_grid(dose.grid, np.zeros(3, dtype=np.intp), upper, sampling_mm)
+    indices = _box_indices(structure, dose.grid)
+    pad = np.ceil(_PAD_MM / dose.grid.spacing_mm).astype(np.intp)
+    last = np.array(dose.shape, dtype=np.intp) - 1
+    lower = np.clip(np.floor(indices.min(axis=0)).astype(np.intp) - pad, 0, last)
+    upper = np.clip(np.ceil(indices.max(axis=0)).astype(np.intp) + pad, 0, last)
+    grid = sampling_grid(dose.grid, lower, upper, sampling_mm)
     fraction = structure_fraction(
         structure, grid, subsamples=subsamples, allow_frame_mismatch=allow_frame_mismatch
     )
