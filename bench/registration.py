@@ -3,11 +3,18 @@
 Planning CT 512 x 512 x 80 and x 60 (0.7 mm pixels, 2 mm slices; and 24 slices of 5 mm);
 intra-procedure scans 512 x 512 x 10-20 around the tumour (and the issue's 512 x 512 x 80
 scan at 1 mm against the 512 x 512 x 60 planning CT) with 16 seeds, two needles
-and their streaks, moved by a known rigid motion. Prints a table: per case the wall time of
-``register_rigid`` (after an untimed warm-up registration that loads the numba kernels), the target
-registration error over a box around the GTV (mean / max, mm) and the verdict, with
-the load average: other processes on this 2-core machine slow it down. Exit status 1
-when a case misses its target (TRE max bound, PASS, <= 1.5 s).
+and their streaks, moved by a known rigid motion. Each planning CT is prepared once
+(``prepare_fixed``, as a session does when the plan is loaded; its time is printed).
+
+Prints a table, per case: the wall time of ``register_rigid`` on the prepared planning CT
+(the session's case) and its CPU time (all threads of this process: what the load average
+does not inflate); the wall time outside the levels' optimisation (the scan's levels, the
+crops of the planning levels, the quality check); the wall time with the plain planning
+Volume ("cold": every level reduced again); the target registration error over a box around
+the GTV (mean / max, mm) and the verdict, with the load average: other processes on this
+2-core machine slow it down. Per level: points, iterations, NCC and time. An untimed warm-up
+registration loads the numba kernels first. Exit status 1 when a case misses its target
+(TRE max bound, PASS, <= 1.5 s both prepared and cold).
 
 Run: ``.venv/bin/python bench/registration.py``
 """
@@ -23,7 +30,7 @@ import time
 import numpy as np
 from numpy.typing import NDArray
 
-from guidance.registration import register_rigid
+from guidance.registration import PreparedFixed, prepare_fixed, register_rigid
 from guidance.volume import Volume
 from simulators.phantom import PatientModel, PhantomConfig, build_model, planning_grid
 from simulators.render import render_scan
@@ -100,8 +107,16 @@ def main(argv: list[str] | None = None) -> int:
     warm = _scan(model, np.eye(4), 2.0, 10)
     started = time.perf_counter()
     register_rigid(plannings[(2.0, 80)], warm)  # loads the numba kernels; not timed below
+    register_rigid(prepare_fixed(plannings[(2.0, 80)]), warm)
     logger.info("warm-up (numba kernels loaded): %.2f s", time.perf_counter() - started)
-    header = f"{'case':46s} {'scan':>14s} {'planning':>14s} {'s':>6s} {'TRE mean':>9s} {'TRE max':>8s}"
+    prepared: dict[tuple[float, int], PreparedFixed] = {}
+    for key, planning in plannings.items():
+        started = time.perf_counter()
+        prepared[key] = prepare_fixed(planning)
+        logger.info("prepare_fixed, planning CT %s: %.2f s (once per session)",
+                    "x".join(map(str, planning.shape)), time.perf_counter() - started)  # fmt: skip
+    header = (f"{'case':42s} {'scan':>11s} {'planning':>11s} {'s':>5s} {'cpu s':>5s} {'prep+q':>6s}"
+              f" {'cold s':>6s} {'TRE mean':>8s} {'TRE max':>7s}")  # fmt: skip
     logger.info("%s %-7s %s", header, "verdict", "load average (1, 5, 15 min)")
     failures = 0
     for label, plan_mm, plan_slices, scan_mm, slices, (angles, shift), bound_mm in _CASES:
@@ -109,16 +124,24 @@ def main(argv: list[str] | None = None) -> int:
         moving = _scan(model, motion, scan_mm, slices)
         fixed = plannings[(plan_mm, plan_slices)]
         started = time.perf_counter()
-        result = register_rigid(fixed, moving)
-        seconds = time.perf_counter() - started
+        cold = register_rigid(fixed, moving)
+        cold_seconds = time.perf_counter() - started
+        started, cpu = time.perf_counter(), time.process_time()
+        result = register_rigid(prepared[(plan_mm, plan_slices)], moving)
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+        outside = seconds - sum(level.seconds for level in result.levels)
         tre_mean, tre_max = _tre(model, motion, result.moving_to_fixed)
-        ok = tre_max <= bound_mm and result.verdict.value == "pass" and seconds <= 1.5
+        cold_max = _tre(model, motion, cold.moving_to_fixed)[1]
+        passed = result.verdict.value == cold.verdict.value == "pass"
+        ok = passed and max(tre_max, cold_max) <= bound_mm and max(seconds, cold_seconds) <= 1.5
         failures += not ok
         logger.info(
-            "%-46s %14s %14s %6.2f %9.2f %8.2f %-7s %s%s", label, "x".join(map(str, moving.shape)),
-            "x".join(map(str, fixed.shape)), seconds, tre_mean, tre_max, result.verdict.value,
+            "%-42s %11s %11s %5.2f %5.2f %6.2f %6.2f %8.2f %7.2f %-7s %s%s", label,
+            "x".join(map(str, moving.shape)), "x".join(map(str, fixed.shape)), seconds, cpu, outside,
+            cold_seconds, tre_mean, tre_max, result.verdict.value,
             ", ".join(f"{v:.2f}" for v in os.getloadavg()),
-            "" if ok else f"  <- MISSED (TRE max <= {bound_mm} mm, pass, <= 1.5 s)",
+            "" if ok else f"  <- MISSED (TRE max <= {bound_mm} mm, pass, <= 1.5 s; cold: {cold_max:.2f} mm, "
+            f"{cold.verdict.value})",
         )  # fmt: skip
         for level in result.levels:
             logger.info("    level %s mm: %d points, %d iterations, NCC %.3f, %.2f s",

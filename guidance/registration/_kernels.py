@@ -5,10 +5,12 @@ Compiled on first call (``njit`` without signatures, ``cache=True``), so importi
 guidance.registration does no JIT work. Each kernel is tested against numpy/scipy
 in tests/guidance/registration/test_kernels.py.
 
-- :func:`block_reduce`: mean of HU clipped to a window and max of raw HU over
-  non-overlapping blocks (the image pyramid and its metal map in one pass).
+- :func:`block_reduce`: mean of HU clipped to a window over non-overlapping blocks
+  and whether the block holds metal (the image pyramid and its metal map in one pass).
 - :func:`sample_trilinear`: trilinear value and its index-space gradient at points
   given in mm, with a validity mask looked up at the nearest voxel.
+- :func:`sparse_values`: values of a (blurred, masked) pyramid level at a few voxels
+  straight from the volume, for levels too large to build.
 - :func:`ncc_gradient`: the samples and, in the same call, the weighted NCC and
   the per-point sums its gradient needs (no temporary arrays, no BLAS).
 """
@@ -22,27 +24,30 @@ import numpy as np
 
 
 @numba.njit(cache=True, parallel=True)
-def block_reduce(image, factors, low, high):
-    """Block mean of clip(image, low, high) and block max of image; partial edge blocks dropped."""
+def block_reduce(image, factors, low, high, hot_above):
+    """Block mean of clip(image, low, high) and whether the block holds a voxel above ``hot_above``.
+
+    Partial edge blocks are dropped.
+    """
     fs, fr, fc = factors[0], factors[1], factors[2]
     ns, nr, nc = image.shape[0] // fs, image.shape[1] // fr, image.shape[2] // fc
     mean = np.empty((ns, nr, nc), dtype=np.float32)
-    peak = np.empty((ns, nr, nc), dtype=np.float32)
+    hot = np.empty((ns, nr, nc), dtype=np.bool_)
     scale = 1.0 / (fs * fr * fc)
     for s in numba.prange(ns):
         for r in range(nr):
             for c in range(nc):
                 total = 0.0
-                top = -np.inf
+                above = False
                 for i in range(s * fs, s * fs + fs):
                     for j in range(r * fr, r * fr + fr):
                         for k in range(c * fc, c * fc + fc):
                             v = float(image[i, j, k])
-                            top = max(top, v)
+                            above = above or v > hot_above
                             total += min(max(v, low), high)
                 mean[s, r, c] = total * scale
-                peak[s, r, c] = top
-    return mean, peak
+                hot[s, r, c] = above
+    return mean, hot
 
 
 @numba.njit(cache=True)
@@ -133,3 +138,37 @@ def ncc_gradient(volume, valid, matrix, points, centre, moving, weights, values,
                 for b in range(3):
                     out[a, 1 + b] += g * (points[i, b] - centre[b])
     return ncc, count
+
+
+@numba.njit(cache=True)
+def sparse_values(image, factors, low, high, keep, map0, map1, map2, index, w0, w1, w2, air, out):
+    """Values of a level at ``index`` (n x 3 level indices) without building the level.
+
+    A level voxel is the mean of clip(image, low, high) over its block of ``factors``
+    voxels, or ``air`` where ``keep`` (a coarser mask) is False at the cell
+    (``map0[s]``, ``map1[r]``, ``map2[c]``); ``w0``, ``w1``, ``w2`` are centred filter weights
+    along each axis (edges repeated), as :func:`block_reduce`, masking and
+    ``scipy.ndimage.correlate1d(mode="nearest")`` in turn would give.
+    """
+    fs, fr, fc = factors[0], factors[1], factors[2]
+    ns, nr, nc = image.shape[0] // fs, image.shape[1] // fr, image.shape[2] // fc
+    h0, h1, h2 = len(w0) // 2, len(w1) // 2, len(w2) // 2
+    scale = 1.0 / (fs * fr * fc)
+    for i in range(index.shape[0]):
+        total = 0.0
+        for a in range(len(w0)):
+            s = min(max(index[i, 0] + a - h0, 0), ns - 1)
+            for b in range(len(w1)):
+                r = min(max(index[i, 1] + b - h1, 0), nr - 1)
+                for d in range(len(w2)):
+                    c = min(max(index[i, 2] + d - h2, 0), nc - 1)
+                    value = air
+                    if keep[map0[s], map1[r], map2[c]]:
+                        block = 0.0
+                        for p in range(s * fs, s * fs + fs):
+                            for q in range(r * fr, r * fr + fr):
+                                for t in range(c * fc, c * fc + fc):
+                                    block += min(max(float(image[p, q, t]), low), high)
+                        value = block * scale
+                    total += w0[a] * w1[b] * w2[d] * value
+        out[i] = total

@@ -6,8 +6,12 @@ Coarse to fine over block-averaged pyramid levels (by default about 4, 2 and 1 m
    needles) and a margin around it left out of both; outside the body set to
    air (the couch stays put while the patient moves); a box filter along the axes
    where the other image has thicker slices (:mod:`guidance.registration.pyramid`).
+   The planning CT's levels can be reduced once per session (:func:`prepare_fixed`);
+   each registration crops them around the scan. Moving-scan levels too large to
+   build are only sampled (:mod:`guidance.registration.levels`).
 2. Samples: up to ``max_points`` voxels of the moving scan's body (and the air
-   just around it, so the body outline counts), bone weighted more.
+   just around it, so the body outline counts), bone weighted more; the coarse
+   translation search scores a random subset of them.
 3. Similarity: normalised cross-correlation (same modality, both in HU) of the
    samples and the fixed image trilinearly sampled at their mapped positions,
    with its analytic gradient (:mod:`guidance.registration.similarity`).
@@ -15,7 +19,8 @@ Coarse to fine over block-averaged pyramid levels (by default about 4, 2 and 1 m
    translations); on the coarsest level first an exhaustive translation search.
    Without an initial transform the start is the identity plus the in-plane shift
    of the body centres.
-5. Quality: NCC, overlap, bone surface distance and a verdict
+5. Quality: NCC (finest level), overlap (the body of the coarsest level), bone
+   surface distance (finest level built for both images) and a verdict
    (:mod:`guidance.registration.quality`).
 
 The whole registration runs with BLAS on one thread (``threadpoolctl``): its
@@ -36,7 +41,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from threadpoolctl import threadpool_limits
 
-from guidance.registration.pyramid import Level, crop_box, grow, prepare_level
+from guidance.registration.levels import MovingLevel, PreparedFixed, fixed_level, mask_settings, moving_levels
+from guidance.registration.pyramid import Level, crop_box
 from guidance.registration.quality import bone_surface_distance_mm, overlap_fraction, verdict
 from guidance.registration.result import (
     STAGE,
@@ -49,7 +55,7 @@ from guidance.registration.result import (
 from guidance.registration.similarity import ARM_MM, Samples, Similarity, motion_matrix
 from guidance.volume import Volume
 
-__all__ = ["register_rigid"]
+__all__ = ["prepare_fixed", "register_rigid"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +63,8 @@ logger = logging.getLogger(__name__)
 _FINE_MARGIN_MM = 12.0
 #: Local optimisations started from the best translations of the coarse search.
 _STARTS = 4
+#: Sample points scoring each translation of the coarse search (a random subset of the level's).
+_SEARCH_POINTS = 5000
 
 
 def _validated_initial(initial: ArrayLike | None) -> NDArray[np.float64]:
@@ -93,18 +101,6 @@ def _blur_mm(image: Volume, other: Volume) -> NDArray[np.float64]:
     return result
 
 
-def _samples(level: Level, options: RegistrationOptions, rng: np.random.Generator) -> Samples:
-    candidates = grow(level.body) & ~level.metal
-    index = np.flatnonzero(candidates)
-    if len(index) > options.max_points:
-        index = np.sort(rng.choice(index, options.max_points, replace=False))
-    ijk = np.column_stack(np.unravel_index(index, level.image.shape)).astype(np.float64)
-    points = ijk @ level.affine[:3, :3].T + level.affine[:3, 3]
-    values = level.image.reshape(-1)[index].astype(np.float64)
-    weights = np.where(values > options.bone_hu, options.bone_weight, 1.0)
-    return Samples(points, values, weights)
-
-
 def _body_centre_shift(fixed: Level, moving: Level, base: NDArray[np.float64]) -> NDArray[np.float64]:
     """Shift (fixed frame) bringing the moving body's centre onto the fixed body's, across the slice axis.
 
@@ -126,10 +122,21 @@ def _body_centre_shift(fixed: Level, moving: Level, base: NDArray[np.float64]) -
     return result
 
 
+def _subset(samples: Samples, count: int, rng: np.random.Generator) -> Samples:
+    """At most ``count`` of the samples, chosen at random."""
+    if len(samples.values) <= count:
+        return samples
+    keep = np.sort(rng.choice(len(samples.values), count, replace=False))
+    return Samples(samples.points_mm[keep], samples.values[keep], samples.weights[keep])
+
+
 def _coarse_search(
     similarity: Similarity, half_mm: float, step_mm: float, keep: int
 ) -> list[NDArray[np.float64]]:
-    """The ``keep`` best translations on a grid within +-half_mm that are local maxima of the NCC."""
+    """The ``keep`` best translations on a grid within +-half_mm that are local maxima of the NCC.
+
+    Translations only, so the starts apply to any Similarity of the same base transform.
+    """
     offsets = np.arange(-half_mm, half_mm + 1e-9, step_mm) if half_mm > 0 else np.zeros(1)
     n = len(offsets)
     scores = np.empty((n, n, n))
@@ -169,51 +176,37 @@ def _motion_beyond(
     return angle > options.max_rotation_deg * 0.98 or shift > options.max_translation_mm * 0.98
 
 
-def _prepare(
-    volume: Volume,
-    level_mm: float,
-    box: tuple[NDArray[np.int64], NDArray[np.int64]] | None,
-    blur_mm: NDArray[np.float64],
-    options: RegistrationOptions,
-) -> Level:
-    return prepare_level(
-        volume, level_mm, box=box, blur_mm=blur_mm, metal_hu=options.metal_hu,
-        metal_margin_mm=options.metal_margin_mm, body_hu=options.body_hu, window_hu=options.window_hu,
-        couch_opening_mm=options.couch_opening_mm,
-    )  # fmt: skip
-
-
-def _levels(
-    fixed: Volume, moving: Volume, level_mm: float, base: NDArray[np.float64], margin_mm: float,
-    options: RegistrationOptions,
-) -> tuple[Level, Level] | None:  # fmt: skip
-    """Both images' pyramid level; the fixed one cropped around the mapped moving scan (None: no overlap)."""
+def _fixed_level(
+    fixed: Volume | PreparedFixed, moving: Volume, level_mm: float, base: NDArray[np.float64],
+    margin_mm: float, options: RegistrationOptions,
+) -> Level | None:  # fmt: skip
+    """The fixed image's level cropped around the mapped moving scan (None: no overlap)."""
+    volume = fixed.volume if isinstance(fixed, PreparedFixed) else fixed
     upper = np.asarray(moving.shape, dtype=np.float64) - 1.0
     corners = moving.index_to_patient(
         np.array(list(itertools.product(*zip(np.zeros(3), upper, strict=True))))
     )
-    box = crop_box(fixed, corners @ base[:3, :3].T + base[:3, 3], margin_mm)
+    box = crop_box(volume, corners @ base[:3, :3].T + base[:3, 3], margin_mm)
     if box is None:
         return None
-    fixed_level = _prepare(fixed, level_mm, box, _blur_mm(fixed, moving), options)
-    moving_level = _prepare(moving, level_mm, None, _blur_mm(moving, fixed), options)
-    return fixed_level, moving_level
+    return fixed_level(fixed, level_mm, box, mask_settings(options), _blur_mm(volume, moving))
 
 
 def _run_level(
-    index: int, fixed: Level, moving: Level, base: NDArray[np.float64], options: RegistrationOptions,
+    index: int, fixed: Level, moving: MovingLevel, base: NDArray[np.float64], options: RegistrationOptions,
     initialise: bool,
 ) -> tuple[NDArray[np.float64], LevelReport, Similarity]:  # fmt: skip
     """Register on one level; returns the new moving -> fixed transform."""
     started = time.perf_counter()
     rng = np.random.default_rng([options.random_seed, index])
-    if initialise:
-        shift = _body_centre_shift(fixed, moving, base)
+    if initialise and moving.dense is not None:
+        shift = _body_centre_shift(fixed, moving.dense, base)
         base = motion_matrix(np.array([0.0, 0.0, 0.0, *shift]), np.zeros(3)) @ base
-    similarity = Similarity(fixed, _samples(moving, options, rng), base)
+    similarity = Similarity(fixed, moving.samples(options, rng), base)
     starts = [np.zeros(6)]
     if index == 0 and options.search_mm > 0:
-        starts = _coarse_search(similarity, options.search_mm, float(fixed.spacing_mm.max()), _STARTS)
+        search = Similarity(fixed, _subset(similarity.samples, _SEARCH_POINTS, rng), base)
+        starts = _coarse_search(search, options.search_mm, float(fixed.spacing_mm.max()), _STARTS)
     tried = [_optimise(similarity, start, options) for start in starts]
     params, iterations = min(tried, key=lambda found: 1.0 - similarity.ncc(found[0]))
     ncc = similarity.ncc(params)
@@ -228,20 +221,28 @@ def _run_level(
 
 
 def _quality(
-    fixed: Volume, fixed_level: Level, moving_level: Level, similarity: Similarity,
+    fixed: Volume, fixed_levels: list[Level], moving_levels: list[MovingLevel], similarity: Similarity,
     transform: NDArray[np.float64], at_bound: bool, options: RegistrationOptions,
 ) -> RegistrationQuality:  # fmt: skip
-    final = Similarity(fixed_level, similarity.samples, transform)
+    """NCC on the finest level, overlap of the coarsest body, bone on the finest built level; the verdict."""
+    final = Similarity(similarity.fixed, similarity.samples, transform)
     ncc = final.ncc(np.zeros(6))
-    bone = similarity.samples.values > options.bone_hu
-    bone_samples = Samples(similarity.samples.points_mm[bone], similarity.samples.values[bone],
-                           similarity.samples.weights[bone])  # fmt: skip
+    samples = similarity.samples
+    bone = samples.values > options.bone_hu
+    bone_samples = Samples(samples.points_mm[bone], samples.values[bone], samples.weights[bone])
     bone_ncc = (
-        Similarity(fixed_level, bone_samples, transform).ncc(np.zeros(6)) if bone.sum() > 2 else math.nan
+        Similarity(similarity.fixed, bone_samples, transform).ncc(np.zeros(6)) if bone.sum() > 2 else math.nan
     )
-    body_mm = np.argwhere(moving_level.body) @ moving_level.affine[:3, :3].T + moving_level.affine[:3, 3]
+    coarse = moving_levels[0].dense
+    assert coarse is not None  # the coarsest moving level is always built
+    body_mm = np.argwhere(coarse.body) @ coarse.affine[:3, :3].T + coarse.affine[:3, 3]
     overlap = overlap_fraction(fixed.grid, body_mm, transform)
-    bone_mm, bone_points = bone_surface_distance_mm(fixed_level, moving_level, transform, options.bone_hu)
+    built = max(k for k in range(len(fixed_levels)) if moving_levels[k].dense is not None)
+    moving_built = moving_levels[built].dense
+    assert moving_built is not None
+    bone_mm, bone_points = bone_surface_distance_mm(
+        fixed_levels[built], moving_built, transform, options.bone_hu
+    )
     outcome, reasons = verdict(options, ncc=ncc, overlap=overlap, bone_mm=bone_mm, bone_points=bone_points,
                                at_bound=at_bound)  # fmt: skip
     return RegistrationQuality(ncc, overlap, bone_ncc, bone_mm, bone_points, outcome, reasons)
@@ -257,8 +258,39 @@ def _failed(
     return RegistrationQuality(math.nan, overlap, math.nan, math.nan, 0, outcome, reasons)
 
 
+def prepare_fixed(planning_ct: Volume, **options: Any) -> PreparedFixed:
+    """Reduce the planning CT to its pyramid levels once, for every registration of a session.
+
+    Parameters
+    ----------
+    planning_ct : Volume
+        The planning CT (the fixed image of every registration of the procedure), HU.
+    **options
+        Fields of :class:`~guidance.registration.result.RegistrationOptions`; the
+        levels of ``levels_mm`` are reduced now (others on first use).
+
+    Returns
+    -------
+    PreparedFixed
+        Pass it as ``fixed`` to :func:`register_rigid` (with the same options, or the
+        levels are reduced again on first use); the results equal those of the Volume
+        up to the body outline at the edges of the crop.
+
+    Raises
+    ------
+    ValueError
+        Unknown or invalid options, or ``planning_ct`` not a Volume.
+    """
+    settings = _options(options)
+    prepared = PreparedFixed(planning_ct)
+    masks = mask_settings(settings)
+    for level_mm in settings.levels_mm:
+        prepared.level(level_mm, masks)
+    return prepared
+
+
 def register_rigid(
-    fixed: Volume,
+    fixed: Volume | PreparedFixed,
     moving: Volume,
     *,
     initial_moving_to_fixed: ArrayLike | None = None,
@@ -268,8 +300,10 @@ def register_rigid(
 
     Parameters
     ----------
-    fixed : Volume
-        The planning CT, HU, indexed (slice, row, column) with its index -> LPS mm affine.
+    fixed : Volume or PreparedFixed
+        The planning CT, HU, indexed (slice, row, column) with its index -> LPS mm
+        affine; or the same prepared once by :func:`prepare_fixed` for a session (its
+        pyramid is then not reduced again for every scan).
     moving : Volume
         The intra-procedure scan, HU; any slice thickness, a partial range (10-20
         slices) is expected. Seeds, needles and their streaks may be in either image.
@@ -302,36 +336,44 @@ def register_rigid(
 
 
 def _register(
-    fixed: Volume, moving: Volume, initial_moving_to_fixed: ArrayLike | None, options: dict[str, Any]
+    fixed: Volume | PreparedFixed,
+    moving: Volume,
+    initial_moving_to_fixed: ArrayLike | None,
+    options: dict[str, Any],
 ) -> RegistrationResult:
     from guidance import __version__
 
     started = time.perf_counter()
     settings = _options(options)
-    for name, volume in (("fixed", fixed), ("moving", moving)):
-        if not isinstance(volume, Volume):
-            raise ValueError(f"{name} must be a guidance.volume.Volume; got {type(volume).__name__}")
+    for name, image in (("fixed", fixed), ("moving", moving)):
+        if not isinstance(image, Volume) and not (name == "fixed" and isinstance(image, PreparedFixed)):
+            raise ValueError(f"{name} must be a guidance.volume.Volume; got {type(image).__name__}")
     initial = _validated_initial(initial_moving_to_fixed)
+    volume = fixed.volume if isinstance(fixed, PreparedFixed) else fixed
+    masks = mask_settings(settings)
+    moving_pyramid = moving_levels(moving, settings.levels_mm, masks, _blur_mm(moving, volume))
     transform, reports = initial, []
-    levels: tuple[Level, Level] | None = None
+    fixed_levels: list[Level] = []
     similarity: Similarity | None = None
-    for index, level_mm in enumerate(settings.levels_mm):
+    for index, (level_mm, moving_level) in enumerate(zip(settings.levels_mm, moving_pyramid, strict=True)):
         margin = settings.search_mm + 20.0 if index == 0 else _FINE_MARGIN_MM + level_mm
-        levels = _levels(fixed, moving, level_mm, transform, margin, settings)
-        if levels is None:
+        level = _fixed_level(fixed, moving, level_mm, transform, margin, settings)
+        if level is None:
             break
+        fixed_levels.append(level)
         transform, report, similarity = _run_level(
-            index, *levels, transform, settings, initialise=index == 0 and initial_moving_to_fixed is None
-        )
+            index, level, moving_level, transform, settings,
+            initialise=index == 0 and initial_moving_to_fixed is None,
+        )  # fmt: skip
         reports.append(report)
-    if levels is None or similarity is None:
-        quality = _failed(fixed, moving, transform, settings)
+    if similarity is None:
+        quality = _failed(volume, moving, transform, settings)
     else:
         centre = moving.index_to_patient((np.asarray(moving.shape) - 1.0) / 2.0)[0]
         at_bound = _motion_beyond(
             transform @ np.linalg.inv(initial), initial[:3, :3] @ centre + initial[:3, 3], settings
         )
-        quality = _quality(fixed, *levels, similarity, transform, at_bound, settings)
+        quality = _quality(volume, fixed_levels, moving_pyramid, similarity, transform, at_bound, settings)
     seconds = time.perf_counter() - started
     parameters = {**settings.to_dict(), "initial_moving_to_fixed": initial.tolist(),
                   "initial_given": initial_moving_to_fixed is not None}  # fmt: skip

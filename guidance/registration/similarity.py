@@ -87,7 +87,7 @@ class Similarity:
         self.centre = self.points.mean(axis=0) if len(self.points) else np.zeros(3)
         inverse = np.linalg.inv(fixed.affine)
         self._to_index = inverse
-        self._valid = ~fixed.metal
+        self._valid = fixed.valid
         n = len(self.points)
         self._values = np.zeros(n)
         self._gradients = np.zeros((n, 3))

@@ -14,10 +14,12 @@ from guidance.registration.similarity import Samples, Similarity, motion_matrix,
 def test_block_reduce_matches_numpy() -> None:
     rng = np.random.default_rng(0)
     image = rng.uniform(-1200, 3500, size=(7, 10, 9)).astype(np.float32)
-    mean, peak = _kernels.block_reduce(image, np.array([2, 3, 3]), -1000.0, 1600.0)
+    mean, hot = _kernels.block_reduce(image, np.array([2, 3, 3]), -1000.0, 1600.0, 3000.0)
     cropped = np.clip(image[:6, :9, :9], -1000, 1600).reshape(3, 2, 3, 3, 3, 3)
     np.testing.assert_allclose(mean, cropped.mean(axis=(1, 3, 5)), rtol=1e-5)
-    np.testing.assert_array_equal(peak, image[:6, :9, :9].reshape(3, 2, 3, 3, 3, 3).max(axis=(1, 3, 5)))
+    peak = image[:6, :9, :9].reshape(3, 2, 3, 3, 3, 3).max(axis=(1, 3, 5))
+    np.testing.assert_array_equal(hot, peak > 3000.0)
+    assert 0 < hot.sum() < hot.size
 
 
 def test_trilinear_samples_match_scipy_and_their_gradient() -> None:
