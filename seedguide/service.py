@@ -38,6 +38,7 @@ from guidance.dicomio.ct import read_ct_series
 from guidance.dicomio.dataset import load_datasets
 from guidance.dicomio.errors import DicomInputError
 from guidance.pipeline import GuidanceResult, PipelineOptions, run_pipeline
+from guidance.registration import PreparedFixed, prepare_fixed
 from guidance.session import PlanBundle, ScanRecord, SessionFolder, load_plan_bundle, plan_status
 from guidance.volume import Volume
 
@@ -121,6 +122,7 @@ class GuidanceService:
         self._queue: queue.Queue[tuple[SeriesReady, float] | None] = queue.Queue()
         self._pending = _Pending()
         self._previous: GuidanceResult | None = None
+        self._fixed: PreparedFixed | None = None
         self._worker = threading.Thread(target=self._run, name="guidance-worker", daemon=True)
         self._idle = threading.Event()
         self._idle.set()
@@ -215,6 +217,7 @@ class GuidanceService:
         used = [p for p in plan_files if _belongs(p, bundle)]
         self.session = SessionFolder.create(self.out / "session", used)
         self.bundle = self.session.load_bundle()
+        self._fixed = prepare_fixed(self.bundle.planning_ct, **self.options.registration)
         plan = self.bundle.plan
         logger.info("plan %s loaded: %d seeds, prescription %s Gy; session %s", plan.label, len(plan.seeds),
                     plan.prescription_gy, self.session.path)  # fmt: skip
@@ -229,8 +232,8 @@ class GuidanceService:
         began = time.perf_counter()
         scan = read_ct_series(list(ready.paths))
         read = time.perf_counter()
-        result = run_pipeline(scan, self.bundle.plan, self.bundle.planning_ct, previous=self._previous,
-                              options=self.options)  # fmt: skip
+        result = run_pipeline(scan, self.bundle.plan, self._fixed or self.bundle.planning_ct,
+                              previous=self._previous, options=self.options)  # fmt: skip
         analysed = time.perf_counter()
         record = self.session.new_scan(list(ready.paths))
         seconds = {

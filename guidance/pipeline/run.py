@@ -21,7 +21,7 @@ from guidance.pipeline.result import GuidanceResult, PipelineOptions, StageRun
 from guidance.pipeline.warnings import scan_warnings
 from guidance.plan import Plan
 from guidance.provenance import Provenance
-from guidance.registration import RegistrationResult, Verdict
+from guidance.registration import PreparedFixed, RegistrationResult, Verdict
 from guidance.volume import Volume
 
 __all__ = ["run_pipeline"]
@@ -164,8 +164,8 @@ def _dose_and_coverage(
 
 
 def _registered(
-    runner: _Runner, scan: Volume, planning_ct: Volume | None, previous: GuidanceResult | None,
-    options: PipelineOptions,
+    runner: _Runner, scan: Volume, planning_ct: Volume | PreparedFixed | None,
+    previous: GuidanceResult | None, options: PipelineOptions,
 ) -> tuple[RegistrationResult | None, NDArray[np.float64] | None]:  # fmt: skip
     if planning_ct is None:
         runner.skip("register", "no planning CT: the structures were drawn on this scan (identity)")
@@ -182,7 +182,7 @@ def _registered(
 def run_pipeline(
     scan: Volume,
     plan: Plan,
-    planning_ct: Volume | None,
+    planning_ct: Volume | PreparedFixed | None,
     *,
     previous: GuidanceResult | None = None,
     options: PipelineOptions | None = None,
@@ -196,8 +196,9 @@ def run_pipeline(
         Intra-procedure CT, HU, (S, R, C), its own patient frame (LPS mm).
     plan : Plan
         Seeds, needles, structures and prescription in the planning frame.
-    planning_ct : Volume or None
-        The CT the plan was made on (fixed image of the registration). None: no
+    planning_ct : Volume, PreparedFixed or None
+        The CT the plan was made on (fixed image of the registration), or its pyramid
+        prepared once for the session (:func:`guidance.registration.prepare_fixed`). None: no
         registration, the plan's structures were drawn on ``scan`` itself (post-implant
         analysis of a case planned elsewhere; the plan may then have no seeds, see
         ``PipelineOptions.seed_strength_u``).
@@ -218,10 +219,13 @@ def run_pipeline(
         Inputs of the wrong type, or a plan not made on ``planning_ct`` (FrameOfReferenceUID,
         DICOM PS3.3 C.7.4.1).
     """
+    fixed = planning_ct
+    if isinstance(planning_ct, PreparedFixed):
+        planning_ct = planning_ct.volume
     _validate(scan, plan, planning_ct, previous)
     opts = options or PipelineOptions()
     runner = _Runner()
-    registration, transform = _registered(runner, scan, planning_ct, previous, opts)
+    registration, transform = _registered(runner, scan, fixed, previous, opts)
     needles = runner.stage("needles", {}, stages.needle_stage, scan)
     seeds = runner.stage("seeds", {"needles_masked": needles is not None}, stages.seed_stage, scan, needles)
     mapped = _mapped(seeds, transform)

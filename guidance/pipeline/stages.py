@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from guidance.dose import DoseReport
     from guidance.pipeline.result import PipelineOptions
     from guidance.plan import Plan
-    from guidance.registration import RegistrationResult
+    from guidance.registration import PreparedFixed, RegistrationResult
     from guidance.structure import Structure
     from guidance.volume import Grid, Volume
 
@@ -82,7 +82,10 @@ def primary_target(plan: Plan) -> Structure:
 
 
 def register_stage(
-    scan: Volume, planning_ct: Volume, initial: NDArray[np.float64] | None, options: PipelineOptions
+    scan: Volume,
+    planning_ct: Volume | PreparedFixed,
+    initial: NDArray[np.float64] | None,
+    options: PipelineOptions,
 ) -> RegistrationResult:
     """Rigid registration of the scan (moving) onto the planning CT (fixed)."""
     from guidance.registration import register_rigid
