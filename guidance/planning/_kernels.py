@@ -12,6 +12,7 @@ import numba
 import numpy as np
 
 _BLOCK = 64  # candidate columns per parallel work item
+_MOVE_BLOCK = 256  # relocation moves per parallel work item
 
 
 @numba.njit(parallel=True, cache=True, error_model="numpy")
@@ -44,3 +45,40 @@ def column_scores(influence, dose, weights, rows, columns, p, w150, w200, gain, 
         for c in range(c0, c1):
             gain[c] = g[c - c0] / p
             score[c] = gain[c] - w150 * h150[c - c0] - w200 * h200[c - c0]
+
+
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def move_scores(influence, dose, weights, removed, added, thresholds, cover, ramp, hot150, hot200):
+    """Target metrics after each relocation move (see improve._metrics): seed ``removed[m]`` -> ``added[m]``.
+
+    ``influence`` (rows, candidates) float32 in C order, the rows of the first
+    points of ``dose``/``weights``; ``thresholds`` = (goal, ramp low end, 1.5 P,
+    2 P), increasing. Written per move over those rows: ``cover`` the weight
+    with dose >= goal, ``ramp`` the weight x clip((dose - low) / (goal - low),
+    0, 1), ``hot150`` / ``hot200`` the weight at or above 1.5 P / 2 P.
+    """
+    goal, low, h150, h200 = thresholds[0], thresholds[1], thresholds[2], thresholds[3]
+    scale = 1.0 / (goal - low)
+    n = removed.shape[0]
+    for block in numba.prange((n + _MOVE_BLOCK - 1) // _MOVE_BLOCK):
+        m0 = block * _MOVE_BLOCK
+        m1 = min(n, m0 + _MOVE_BLOCK)
+        for m in range(m0, m1):
+            cover[m] = 0.0
+            ramp[m] = 0.0
+            hot150[m] = 0.0
+            hot200[m] = 0.0
+        for i in range(influence.shape[0]):
+            d = dose[i]
+            w = weights[i]
+            for m in range(m0, m1):
+                total = d - influence[i, removed[m]] + influence[i, added[m]]
+                if total >= goal:
+                    cover[m] += w
+                    ramp[m] += w
+                    if total >= h150:
+                        hot150[m] += w
+                        if total >= h200:
+                            hot200[m] += w
+                elif total > low:
+                    ramp[m] += w * (total - low) * scale

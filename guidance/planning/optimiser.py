@@ -21,7 +21,9 @@ Method (see :mod:`guidance.planning.greedy` for the selection itself):
    every goal up to the cap, so the sampled D90 against the goal is the same
    (the goal is never raised beyond the cap).
 3. Greedy selection maximising coverage gain per seed under the spacing rules
-   and organ limits, then a removal pass.
+   and organ limits, then a removal pass, then the local improvement of
+   :mod:`guidance.planning.improve` (take a seed away and repair the D90 by
+   relocating seeds; then relocations that lower V150 / V200 at the goal).
 4. Verification, independent of the sample points: the dose of existing + new
    seeds by :func:`guidance.dose.dose_on_grid` on an ``evaluation_spacing_mm``
    grid, and :func:`guidance.dose.evaluate_plan_dose` on the masks' outlines
@@ -62,6 +64,7 @@ from guidance.dose import (
 from guidance.dose.limits import LimitStatus
 from guidance.dose.metrics import DoseReport
 from guidance.planning.greedy import OrganTerm, Selection, TargetTerm, select_seeds
+from guidance.planning.improve import Geometry, improve_selection, selection_dose
 from guidance.planning.result import Feasibility, PlacedSeed, PlacementOptions, PlacementResult, SeedSet
 from guidance.planning.tracks import Track, TrackCandidates
 from guidance.provenance import Provenance
@@ -132,12 +135,15 @@ def _conflicts(tracks: Sequence[Track], distance_mm: float) -> Any:
     owner = np.repeat(np.arange(len(tracks)), [p.shape[0] for p in paths])
     tree = cKDTree(np.concatenate(paths))
 
+    cache: dict[int, set[int]] = {}
+
     def near(track: int) -> set[int]:
         if distance_mm <= 0:
             return set()
-        hits = tree.query_ball_point(paths[track], r=distance_mm)
-        found = {int(owner[i]) for row in hits for i in row}
-        return found - {track}
+        if track not in cache:
+            hits = tree.query_ball_point(paths[track], r=distance_mm)
+            cache[track] = {int(owner[i]) for row in hits for i in row} - {track}
+        return set(cache[track])
 
     return near
 
@@ -366,16 +372,9 @@ def optimise_seed_placement(
     conflicts = _conflicts(track_list, options.min_track_distance_mm)
     fixed_positions = np.zeros((0, 3)) if existing is None else existing.positions_mm
     goal = options.d90_goal_factor * options.prescription_gy
-    selection = select_seeds(
-        target_term,
-        organ_terms,
-        candidates[0],
-        candidates[2],
-        conflicts,
-        fixed_positions,
-        options,
-        goal_gy=goal,
-    )
+    geometry = Geometry(candidates[0], candidates[2], conflicts, _distance_to(candidates[0], fixed_positions))
+    terms = (target_term, organ_terms, geometry)
+    selection = _select(terms, fixed_positions, options, goal, ())
     verified = _verify(
         target, organs, body, limits, existing, _new_seeds(selection.chosen, candidates, options), options
     )
@@ -391,22 +390,49 @@ def optimise_seed_placement(
             options.prescription_gy,
             goal,
         )
-        selection = select_seeds(
-            target_term,
-            organ_terms,
-            candidates[0],
-            candidates[2],
-            conflicts,
-            fixed_positions,
-            options,
-            goal_gy=goal,
-            start=selection.chosen,
-        )
+        selection = _select(terms, fixed_positions, options, goal, selection.chosen)
         verified = _verify(
             target, organs, body, limits, existing, _new_seeds(selection.chosen, candidates, options), options
         )
     parameters["final_goal_gy"] = goal
     return _result(selection, candidates, track_list, verified, options, parameters, started)
+
+
+def _select(
+    terms: tuple[TargetTerm, list[OrganTerm], Geometry],
+    fixed_positions: NDArray[np.float64],
+    options: PlacementOptions,
+    goal: float,
+    start: Sequence[int],
+) -> Selection:
+    """Greedy selection (resumed from ``start``), then the local improvement when it reached the goal."""
+    target_term, organ_terms, geometry = terms
+    selection = select_seeds(
+        target_term,
+        organ_terms,
+        geometry.positions_mm,
+        geometry.tracks,
+        geometry.conflicts,
+        fixed_positions,
+        options,
+        goal_gy=goal,
+        start=start,
+    )
+    if selection.stop is not Feasibility.REACHED:
+        return selection
+    chosen = improve_selection(selection.chosen, target_term, organ_terms, geometry, options, goal_gy=goal)
+    d90 = _d90(selection_dose(target_term, chosen), target_term.weights_cc)
+    return Selection(tuple(chosen), selection.stop, selection.blocking, d90)
+
+
+def _distance_to(positions_mm: NDArray[np.float64], fixed_mm: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Distance from each candidate to the nearest fixed (existing) seed, mm (inf without any)."""
+    from scipy.spatial import cKDTree
+
+    if fixed_mm.shape[0] == 0:
+        return np.full(positions_mm.shape[0], np.inf)
+    distance, _ = cKDTree(fixed_mm).query(positions_mm)
+    return np.asarray(distance, dtype=np.float64)
 
 
 def _row_cap(options: PlacementOptions) -> float:
