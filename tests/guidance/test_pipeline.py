@@ -105,7 +105,10 @@ def test_seeds_found_and_placed(name: str, request: pytest.FixtureRequest) -> No
     assert found == true
     distance, _ = _nearest_true(result, truth)
     assert float(distance.max()) < 2.0 and float(np.median(distance)) < 1.0
-    assert len(result.match.seeds) >= found - 1
+    # Every seed that landed within the matching gate of its planned position is matched.
+    planned = np.array([plan.seeds[s["plan_index"]].position_mm for s in truth["seeds_implanted"]])
+    near_plan = np.linalg.norm(np.array(truth["seeds_planning_mm"]) - planned, axis=1) < 4.0
+    assert len(result.match.seeds) >= int(near_plan.sum())
     assert len(result.match.missing_seeds) == len(plan.seeds) - len(result.match.seeds)
 
 
