@@ -93,7 +93,7 @@ def _plan(patient, context: StudyContext) -> tuple[Plan, np.ndarray, np.ndarray]
     plan = Plan(
         frame_of_reference_uid=context.frame_of_reference_uid, seeds=tuple(seeds), needles=tuple(needles),
         sources={SOURCE_6711.model_id: SOURCE_6711}, structures=patient.structures, prescription_gy=145.0,
-        label="latency bench",
+        label="latency bench", strength_reference_datetime=context.study_datetime,
     )  # fmt: skip
     return plan, entries, tips
 

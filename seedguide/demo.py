@@ -80,7 +80,8 @@ def run_demo(
     patient = make_patient(phantom_config("small", frame_of_reference_uid=context.frame_of_reference_uid),
                            seed=opts.seed)  # fmt: skip
     plan_options = PlanOptions()
-    case_plan = plan_case(patient, plan_options)
+    # seeds calibrated on the procedure's day: their strength at the scans is as planned
+    case_plan = plan_case(patient, plan_options, strength_reference=context.study_datetime)
     plan = case_plan.plan
     write.write(
         f"plan: {len(plan.seeds)} I-125 seeds on {len(plan.needles)} needles, "

@@ -208,6 +208,20 @@ def _one_value(members: Sequence[LoadedDataset], keyword: str) -> str:
     return found.pop()
 
 
+def _acquired(ds: Any) -> str | None:
+    """When the images were acquired (ISO 8601): Acquisition, else Content, Series or Study date/time."""
+    for prefix in ("Acquisition", "Content", "Series", "Study"):
+        date = str(ds.get(f"{prefix}Date", "") or "")
+        if len(date) != 8 or not date.isdigit():
+            continue
+        time = "".join(ch for ch in str(ds.get(f"{prefix}Time", "") or "").split(".")[0] if ch.isdigit())
+        try:
+            return dt.datetime.strptime(date + time.ljust(6, "0")[:6], "%Y%m%d%H%M%S").isoformat()
+        except ValueError:
+            continue
+    return None
+
+
 def _float_or_none(value: Any) -> float | None:
     try:
         return float(value) if value not in (None, "") else None
@@ -235,6 +249,7 @@ def _metadata(stack: SliceStack, members: Sequence[LoadedDataset], kinds: set[st
         "source_paths": [source_path(p.item) for p in stack.planes],
         "transfer_syntax_uids": sorted({str(transfer_syntax_of(m.dataset)) for m in members}),
         "resampled_slices": False,
+        "acquisition_datetime": _acquired(first),
     }
 
 

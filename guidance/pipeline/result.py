@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +52,9 @@ class PipelineOptions:
         (post-implant analysis of a case planned elsewhere).
     source_model_id : str, optional
         TG-43 source model of those seeds (see ``guidance.dose.available_source_models``).
+    implant_datetime : datetime, optional
+        When the seeds were implanted, to decay the plan's strengths from their reference
+        date; default: the scan's acquisition date and time.
     """
 
     dose_margin_mm: float = 10.0
@@ -64,6 +68,7 @@ class PipelineOptions:
     use_failed_registration: bool = False
     seed_strength_u: float | None = None
     source_model_id: str | None = None
+    implant_datetime: dt.datetime | None = None
 
     def __post_init__(self) -> None:
         if not (self.dose_margin_mm >= 0 and self.dose_spacing_mm > 0 and self.min_cold_spot_cc >= 0):
@@ -90,6 +95,7 @@ class PipelineOptions:
             "use_failed_registration": self.use_failed_registration,
             "seed_strength_u": self.seed_strength_u,
             "source_model_id": self.source_model_id,
+            "implant_datetime": None if self.implant_datetime is None else self.implant_datetime.isoformat(),
         }
 
 

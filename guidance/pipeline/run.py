@@ -7,6 +7,7 @@ dependants skipped; the stages that could run still give their results.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from collections.abc import Callable
@@ -117,7 +118,7 @@ def _mapped(
 def _dose_and_coverage(
     runner: _Runner, inputs: tuple[Plan, Volume, Any, Any],
     mapped: tuple[NDArray[np.float64], NDArray[np.float64]], transform: NDArray[np.float64] | None,
-    options: PipelineOptions,
+    options: PipelineOptions, decay: float | None = None,
 ) -> tuple[Any, Any, Any, Any]:  # fmt: skip
     plan, planning_ct, needles, match = inputs
     names = ("dose", "metrics", "cold_spots", "suggest")
@@ -126,7 +127,8 @@ def _dose_and_coverage(
             runner.skip(name, "no usable registration")
         return None, None, None, None
     grid_parameters = {"margin_mm": options.dose_margin_mm, "spacing_mm": options.dose_spacing_mm,
-                       "n_seeds": len(mapped[0])}  # fmt: skip
+                       "n_seeds": len(mapped[0]), "strength_reference_datetime": _iso(plan),
+                       "strength_decay_factor": decay}  # fmt: skip
     dose = runner.stage("dose", grid_parameters, stages.dose_stage, plan, *mapped, match, options)
     if dose is None:
         for name in names[1:]:
@@ -161,6 +163,16 @@ def _dose_and_coverage(
             options,
         )
     return dose, report, cold, suggestions
+
+
+def _acquired(scan: Volume) -> dt.datetime | None:
+    text = scan.metadata.get("acquisition_datetime")
+    return dt.datetime.fromisoformat(text) if isinstance(text, str) else None
+
+
+def _iso(plan: Plan) -> str | None:
+    when = plan.strength_reference_datetime
+    return None if when is None else when.isoformat()
 
 
 def _registered(
@@ -225,6 +237,10 @@ def run_pipeline(
     _validate(scan, plan, planning_ct, previous)
     opts = options or PipelineOptions()
     runner = _Runner()
+    implant = opts.implant_datetime or _acquired(scan)
+    plan, decay = stages.strengths_at(plan, implant)
+    if plan.seeds and plan.strength_reference_datetime is None:
+        runner.notes.append("the plan states no strength reference date: seed strengths used as planned")
     registration, transform = _registered(runner, scan, fixed, previous, opts)
     needles = runner.stage("needles", {}, stages.needle_stage, scan)
     seeds = runner.stage("seeds", {"needles_masked": needles is not None}, stages.seed_stage, scan, needles)
@@ -237,7 +253,12 @@ def run_pipeline(
     else:
         match = runner.stage("match", {}, stages.match_stage, plan, transform, seeds, needles)
     dose, report, cold, suggestions = _dose_and_coverage(
-        runner, (plan, scan if planning_ct is None else planning_ct, needles, match), mapped, transform, opts
+        runner,
+        (plan, scan if planning_ct is None else planning_ct, needles, match),
+        mapped,
+        transform,
+        opts,
+        decay,
     )
     warnings = scan_warnings(scan, plan, (registration, transform), (needles, seeds, match), verification)
     extra = [*runner.notes, *(report.warnings if report else ()), *(cold.warnings if cold else ())]

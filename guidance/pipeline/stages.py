@@ -20,6 +20,7 @@ suggest    cold_spots, option ``suggest``
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -29,6 +30,8 @@ from guidance.plan import Needle
 from guidance.structure import StructureRole
 
 if TYPE_CHECKING:
+    import datetime as dt
+
     from guidance.coverage import ColdSpotReport, SuggestionReport
     from guidance.detection import NeedleDetection, PlanMatch, SeedDetection
     from guidance.dose import DoseReport
@@ -52,6 +55,7 @@ __all__ = [
     "register_stage",
     "seed_stage",
     "seed_strengths",
+    "strengths_at",
     "suggestion_stage",
     "usual_seed",
 ]
@@ -123,6 +127,31 @@ def match_stage(
 def _model_id(plan: Plan, key: str) -> str:
     source = plan.sources.get(key)
     return key if source is None else source.model_id
+
+
+def strengths_at(plan: Plan, implant: dt.datetime | None) -> tuple[Plan, float | None]:
+    """The plan with its seed strengths decayed from their reference date to ``implant``.
+
+    Permanent implant dose is proportional to the strength at implantation (TG-43 total
+    dose = S_K(implant) * Lambda * tau, AAPM TG-43U1 section IV); a plan's strengths are
+    stated at its SourceStrengthReferenceDate (DICOM PS3.3 C.8.8.15). Returns the plan
+    unchanged and None when either date is unknown, else the decayed plan (its reference
+    date moved to ``implant``) and the decay factor of its most common source.
+    """
+    from guidance.dose.tg43 import decay_factor
+
+    reference = plan.strength_reference_datetime
+    if implant is None or reference is None or not plan.seeds:
+        return plan, None
+    hours = (implant - reference).total_seconds() / 3600.0
+    factors = {key: decay_factor(source.half_life_days, hours) for key, source in plan.sources.items()}
+    seeds = tuple(
+        replace(s, air_kerma_strength_u=s.air_kerma_strength_u * factors.get(s.source_model_id, 1.0))
+        for s in plan.seeds
+    )
+    usual = Counter(s.source_model_id for s in plan.seeds).most_common(1)[0][0]
+    decayed = replace(plan, seeds=seeds, strength_reference_datetime=implant)
+    return decayed, factors.get(usual, 1.0)
 
 
 def usual_seed(plan: Plan, options: PipelineOptions | None = None) -> tuple[float, str]:

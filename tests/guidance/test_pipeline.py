@@ -216,3 +216,22 @@ def test_target_truncated_by_a_short_scan_is_warned(standard: tuple[Case, Guidan
         short, plan, (result.registration, result.scan_to_plan), (None, None, None), False
     )
     assert warnings[0].startswith(f"target truncated: {100 * outside:.0f}% of its contour")
+
+
+def test_seed_strengths_are_decayed_to_the_scan_date(standard: tuple[Case, GuidanceResult]) -> None:
+    """I-125 calibrated one half-life (59.4 d) before the scan: half the strength, half the dose."""
+    (scan, plan, ct, _), result = standard
+    acquired = dt.datetime.fromisoformat(scan.metadata["acquisition_datetime"])
+    half_life = plan.sources[plan.seeds[0].source_model_id].half_life_days
+    old = dataclasses.replace(plan, strength_reference_datetime=acquired - dt.timedelta(days=half_life))
+    decayed = run_pipeline(scan, old, ct, options=PipelineOptions(suggest=False), previous=result)
+    dose_stage = next(p for p in decayed.provenance if p.stage == "dose")
+    assert dose_stage.parameters["strength_decay_factor"] == pytest.approx(0.5, rel=1e-9)
+    assert result.dose is not None and decayed.dose is not None
+    # rtol: this run's registration starts from the first's transform (sub-0.1 mm apart)
+    np.testing.assert_allclose(np.asarray(decayed.dose.array), 0.5 * np.asarray(result.dose.array), rtol=2e-3,
+                               atol=1e-9)  # fmt: skip
+    assert not any("no strength reference date" in w for w in decayed.warnings)
+    assert any("no strength reference date" in w for w in result.warnings) == (
+        plan.strength_reference_datetime is None
+    )
