@@ -4,6 +4,7 @@
 ``seedguide demo``             a simulated procedure streamed into the node and analysed live
 ``seedguide serve``            node + guidance pipeline + session folder for a live procedure
 ``seedguide analyze``          one scan, with a plan or (post-implant) with its own structures
+``seedguide view``             a recorded session in the viewer, or rendered to a PNG
 ``seedguide node``             the DICOM node alone, as a service
 """
 
@@ -13,8 +14,10 @@ import argparse
 import json
 import logging
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from dicom_node.server import add_arguments as add_node_arguments
 from dicom_node.server import run as run_node
@@ -22,6 +25,7 @@ from guidance.dicomio.errors import DicomInputError
 from guidance.dicomio.survey import Survey, survey
 from guidance.dose import available_source_models
 from guidance.pipeline import GuidanceResult
+from seedguide.live import viewer_possible
 from seedguide.serve import add_serve_arguments, run_serve
 from seedguide.survey_text import format_survey, has_problems
 
@@ -78,6 +82,18 @@ def _build_parser() -> argparse.ArgumentParser:
         "Stop with Ctrl-C or SIGTERM.",
     )
     add_serve_arguments(serve)
+
+    view = commands.add_parser(
+        "view",
+        help="open a session folder in the viewer (or render it to a PNG)",
+        description="Show a recorded session (scans, plan structures, dose, seeds, cold spots, DVH, metrics, "
+        "suggestions; see docs/viewer.md). With --screenshot it renders the window to a PNG and exits.",
+    )
+    view.add_argument("session", type=Path, metavar="SESSION_DIR", help="folder holding session.json")
+    view.add_argument("--scan", type=int, help="scan number to show (default: the last analysed)")
+    view.add_argument("--screenshot", type=Path, metavar="PNG", help="render to this file and exit")
+    view.add_argument("--part", default="window", choices=["window", "canvas", "dvh"],
+                      help="what --screenshot renders (default: %(default)s)")  # fmt: skip
 
     analyze = commands.add_parser(
         "analyze",
@@ -142,11 +158,47 @@ def _run_demo(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     # A working folder of an earlier demo is replaced, never merged with the new one.
     shutil.rmtree(args.out, ignore_errors=True)
-    if not args.headless:
-        sys.stderr.write("seedguide demo: the viewer is not available in this build; running headless\n")
     options = DemoOptions(seed=args.seed, scenario=args.scenario)
+    if not args.headless and viewer_possible("demo"):
+        from seedguide.live import run_with_viewer
+
+        def _procedure(publish: Any, set_plan: Any, stop: threading.Event) -> None:
+            run_demo(args.out, options=options, write=sys.stdout, subscribers=(publish,),
+                     plan_subscribers=(set_plan,), stop=stop)  # fmt: skip
+
+        return run_with_viewer(_procedure, title="seedguide demo")
     published = run_demo(args.out, options=options, write=sys.stdout)
     return EXIT_OK if published else EXIT_PROBLEMS
+
+
+def _run_view(args: argparse.Namespace) -> int:
+    from seedguide.live import display_problem
+
+    problem = display_problem()
+    if problem is not None:
+        sys.stderr.write(f"seedguide view: error: {problem}\n")
+        return EXIT_USAGE
+    if args.screenshot is not None:
+        from viewer import screenshot_session
+
+        try:
+            written = screenshot_session(args.session, args.screenshot, scan=args.scan, part=args.part)
+        except (FileNotFoundError, LookupError, ValueError) as exc:
+            sys.stderr.write(f"seedguide view: error: {exc}\n")
+            return EXIT_USAGE
+        sys.stdout.write(f"written: {written}\n")
+        return EXIT_OK
+    import napari
+
+    from viewer import open_session
+
+    try:
+        open_session(args.session, scan=args.scan)
+    except (FileNotFoundError, LookupError, ValueError) as exc:
+        sys.stderr.write(f"seedguide view: error: {exc}\n")
+        return EXIT_USAGE
+    napari.run()
+    return EXIT_OK
 
 
 def _run_analyze(args: argparse.Namespace) -> int:
@@ -207,5 +259,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logger.debug("arguments: %s", vars(args))
     handlers = {"inspect": _run_inspect, "demo": _run_demo, "node": run_node, "serve": run_serve,
-                "analyze": _run_analyze}  # fmt: skip
+                "analyze": _run_analyze, "view": _run_view}  # fmt: skip
     return handlers[args.command](args)

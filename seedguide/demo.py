@@ -72,8 +72,13 @@ def run_demo(
     write: TextIO,
     subscribers: tuple[Callable[[Published], None], ...] = (),
     plan_subscribers: tuple[Callable[[Any], None], ...] = (),
+    stop: threading.Event | None = None,
 ) -> list[Published]:
-    """Plan, start the service, stream the procedure into it; returns what was published, in order."""
+    """Plan, start the service, stream the procedure into it; returns what was published, in order.
+
+    ``stop`` (set from another thread, e.g. when the viewer closes) ends the stream early.
+    """
+    stop = stop or threading.Event()
     opts = options or DemoOptions()
     context = StudyContext(patient_id="SEEDGUIDE-DEMO", patient_name="DEMO^NECK")
     started = time.perf_counter()
@@ -113,9 +118,12 @@ def run_demo(
         service.subscribe_plan(plan_callback)
     service.start()
     try:
-        _stream(service, (patient, case_plan, procedure, context), truths, opts, write)
-        if not all_in.wait(opts.timeout_s):
-            write.write(f"only {len(published)} of {len(procedure.scans)} scans were analysed in time\n")
+        _stream(service, (patient, case_plan, procedure, context), truths, (opts, stop), write)
+        deadline = time.monotonic() + opts.timeout_s
+        while not (all_in.wait(0.2) or stop.is_set() or time.monotonic() > deadline):
+            pass
+        if not all_in.is_set():
+            write.write(f"{len(published)} of {len(procedure.scans)} scans analysed\n")
     finally:
         service.stop()
     write.write(f"session folder: {out / 'session'}\n")
@@ -128,9 +136,10 @@ def _json_dumps(value: Any) -> bytes:
 
 def _stream(
     service: GuidanceService, case: tuple[Any, Any, Any, StudyContext], truths: dict[str, dict[str, Any]],
-    opts: DemoOptions, write: TextIO,
+    settings: tuple[DemoOptions, threading.Event], write: TextIO,
 ) -> None:  # fmt: skip
     patient, case_plan, procedure, context = case
+    opts, stop = settings
     host, port = service.node.address
     target = PushTarget(host, port, called_ae=service.node.config.ae_title, calling_ae=CALLING_AE)
     sent = push(plan_datasets(patient, case_plan, context), target)
@@ -139,7 +148,8 @@ def _stream(
     )
     last = time.monotonic()
     for output in iter_scans(patient, procedure, context):
-        time.sleep(max(0.0, last + opts.interval_s - time.monotonic()))
+        if stop.wait(max(0.0, last + opts.interval_s - time.monotonic())):
+            return
         last = time.monotonic()
         truths[str(output.datasets[0].SeriesInstanceUID)] = output.truth
         summary = push(output.datasets, target)

@@ -18,13 +18,14 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import TextIO
+from typing import Any, TextIO
 
 from dicom_node.config import ConfigError
 from dicom_node.server import config_from_args
 from guidance.dicomio.dataset import load_datasets
 from guidance.dicomio.errors import DicomInputError
 from guidance.pipeline import GuidanceResult
+from seedguide.live import viewer_possible
 from seedguide.service import GuidanceService, Published
 
 __all__ = ["add_serve_arguments", "printer", "run_serve", "scan_summary"]
@@ -99,11 +100,18 @@ def run_serve(args: argparse.Namespace, *, stop: threading.Event | None = None) 
     except (ConfigError, DicomInputError, FileExistsError) as exc:
         sys.stderr.write(f"seedguide serve: error: {exc}\n")
         return EXIT_USAGE
-    if not args.headless:
-        sys.stderr.write("seedguide serve: the viewer is not available in this build; running headless\n")
     service.subscribe(
         printer(sys.stdout, lambda: service.bundle.plan.prescription_gy if service.bundle else None)
     )
+    if not args.headless and viewer_possible("serve"):
+        from seedguide.live import run_with_viewer
+
+        def _procedure(publish: Callable[[Published], None], set_plan: Any, stop: threading.Event) -> int:
+            service.subscribe(publish)
+            service.subscribe_plan(set_plan)
+            return _serve(service, out, config.ae_title, stop)
+
+        return run_with_viewer(_procedure, title="seedguide")
     stop = stop or threading.Event()
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
@@ -114,19 +122,25 @@ def run_serve(args: argparse.Namespace, *, stop: threading.Event | None = None) 
     if threading.current_thread() is threading.main_thread():
         previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
+        return _serve(service, out, config.ae_title, stop)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _serve(service: GuidanceService, out: Path, ae_title: str, stop: threading.Event) -> int:
+    try:
         service.start()
     except OSError as exc:
         sys.stderr.write(f"seedguide serve: error: cannot start the node: {exc}\n")
         return EXIT_ERROR
     host, port = service.node.address
-    sys.stdout.write(f"listening on {host}:{port} as {config.ae_title}; working folder {out}\n")
+    sys.stdout.write(f"listening on {host}:{port} as {ae_title}; working folder {out}\n")
     sys.stdout.flush()
     try:
         while not stop.wait(0.5):
             pass
     finally:
         service.stop()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
     sys.stdout.write(f"session folder: {out / 'session'}\n")
     return EXIT_ERROR if service.failures else EXIT_OK
