@@ -35,6 +35,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 from guidance import __version__
 from guidance.dose.dvh import DoseVolumeHistogramCurve, cumulative_dvh, isodose_volume
 from guidance.dose.limits import DoseLimits, LimitStatus, limit_status
@@ -256,20 +258,38 @@ def _external(structures: Sequence[Structure], notes: list[str]) -> Structure | 
     return outlines[0] if outlines else None
 
 
+#: Largest organ volume whose dose metric (D2cc) is reported.
+_EXACT_UP_TO_CC = 2.0
+
+
 def _organ_curves(
     dose: Volume, organs: Sequence[Structure], options: dict[str, Any], notes: list[str]
 ) -> list[DoseVolumeHistogramCurve]:
     curves = []
+    beyond_gy = dose_beyond_grid_gy(dose)
     for organ in organs:
         curve = cumulative_dvh(dose, organ, allow_outside=True, **options)
-        if curve.truncated:
+        # The hottest 2 cc inside, all above what the dose reaches outside: D0.1cc..D2cc and Dmax are exact.
+        if curve.truncated and curve.volume_cc_at(beyond_gy) < _EXACT_UP_TO_CC:
             notes.append(
                 f"organ {organ.name!r}: {curve.volume_outside_grid_cc:.2f} cc "
-                f"({100 * curve.fraction_outside_grid:.1f}%) outside the dose grid; its metrics are of "
-                f"the {curve.total_volume_cc:.2f} cc inside"
+                f"({100 * curve.fraction_outside_grid:.1f}%) outside the dose grid, where the dose may reach "
+                f"{beyond_gy:.1f} Gy; its metrics are of the {curve.total_volume_cc:.2f} cc inside"
             )
         curves.append(curve)
     return curves
+
+
+def dose_beyond_grid_gy(dose: Volume) -> float:
+    """The most the dose reaches outside the grid: its maximum over the grid's faces, Gy.
+
+    Seeds lie inside the dose grid, and away from sources a sum of TG-43 point-like
+    fields falls off outward, so the dose beyond the faces stays below their maximum
+    (for a 1/r^2 field exactly: it is subharmonic, so the maximum principle holds).
+    """
+    array = np.asarray(dose.array)
+    faces = (array[[0, -1]], array[:, [0, -1]], array[:, :, [0, -1]])
+    return float(max(face.max() for face in faces))
 
 
 def _parameters(

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
+from guidance.dose.metrics import dose_beyond_grid_gy
 from guidance.pipeline import stages
 from guidance.pipeline.result import GuidanceResult, PipelineOptions, StageRun
 from guidance.pipeline.warnings import scan_warnings
@@ -135,11 +136,12 @@ def _dose_and_coverage(
             runner.skip(name, "no dose")
         return None, None, None, None
     away = stages.organs_outside(plan, dose.grid)
-    if away:
-        runner.notes.append(f"organs {list(away)} lie wholly outside the dose grid: not evaluated")
+    beyond_gy = dose_beyond_grid_gy(dose)
+    runner.notes.extend(stages.organs_outside_notes(plan, away, beyond_gy, options))
     report = runner.stage(
-        "metrics", {"organs_off_grid": list(away)}, stages.metrics_stage, dose, plan, options, away
-    )
+        "metrics", {"organs_off_grid": list(away), "dose_beyond_grid_max_gy": beyond_gy},
+        stages.metrics_stage, dose, plan, options, away,
+    )  # fmt: skip
     needles_plan = stages.needles_in_plan(needles, transform)
     body = stages.body_mask_on(dose.grid, plan, planning_ct, options)
     cold = runner.stage(

@@ -51,6 +51,7 @@ __all__ = [
     "needle_stage",
     "needles_in_plan",
     "organs_outside",
+    "organs_outside_notes",
     "primary_target",
     "register_stage",
     "seed_stage",
@@ -232,6 +233,29 @@ def organs_outside(plan: Plan, grid: Grid) -> tuple[str, ...]:
         if np.any(bounds[1] < low) or np.any(bounds[0] > high) or not structure_mask(organ, grid).any():
             out.append(organ.name)
     return tuple(out)
+
+
+def organs_outside_notes(
+    plan: Plan, away: tuple[str, ...], beyond_gy: float, options: PipelineOptions
+) -> list[str]:
+    """Warnings for organs wholly outside the dose grid whose limit the dose out there could reach.
+
+    Their dose is at most ``beyond_gy`` (the grid faces' maximum); below every limit of
+    theirs they are simply not evaluated (recorded in the metrics stage's provenance).
+    """
+    from guidance.dose import DoseLimits
+
+    limits = options.limits or DoseLimits()
+    notes = []
+    for organ in (s for s in _organs(plan) if s.name in away):
+        reached = {m: v for m, v in limits.limits_for(organ.name, organ.role).items() if v <= beyond_gy}
+        if reached:
+            notes.append(
+                f"organ {organ.name!r} lies outside the dose grid, where the dose may reach "
+                f"{beyond_gy:.1f} Gy, at or above its limits {reached}: not evaluated; enlarge the dose "
+                "grid (dose_margin_mm)"
+            )
+    return notes
 
 
 def metrics_stage(dose: Volume, plan: Plan, options: PipelineOptions, away: tuple[str, ...]) -> DoseReport:
