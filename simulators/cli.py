@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from guidance.dicomio.errors import DicomInputError
-from simulators.case import CaseSize, stream_case, write_case
+from simulators.case import CaseSize, PlanOptions, stream_case, write_case
+from simulators.phantom import TumourLocation
 from simulators.procedure import ScenarioName
 from simulators.push import (
     AssociationMode,
@@ -130,6 +131,25 @@ def _add_case_arguments(parser: argparse.ArgumentParser) -> None:
         default=CaseSize.SMALL.value,
         help="planning CT preset (default %(default)s)",
     )
+    parser.add_argument(
+        "--location",
+        choices=[s.value for s in TumourLocation],
+        default=TumourLocation.NECK_NODE.value,
+        help="where the recurrent tumour lies (default %(default)s)",
+    )
+    defaults = PlanOptions()
+    parser.add_argument(
+        "--prescription-gy", type=_positive, default=defaults.prescription_gy, metavar="GY",
+        help="prescribed dose to the GTV (D90 goal; default %(default)s, the seed studies use 110-160)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--activity-mci", type=_positive, default=defaults.activity_mci, metavar="MCI",
+        help="apparent activity of each I-125 seed (default %(default)s; 0.4-0.8 in the seed studies)",
+    )  # fmt: skip
+
+
+def _plan_options(args: argparse.Namespace) -> PlanOptions:
+    return PlanOptions(prescription_gy=args.prescription_gy, activity_mci=args.activity_mci)
 
 
 def _add_case_commands(commands: Any) -> None:
@@ -160,14 +180,16 @@ def _add_case_commands(commands: Any) -> None:
 
 def _run_case(args: argparse.Namespace) -> int:
     if args.command == "case":
-        summary = write_case(args.out, seed=args.seed, scenario=args.scenario, size=args.size)
+        summary = write_case(args.out, seed=args.seed, scenario=args.scenario, size=args.size,
+                             location=args.location, options=_plan_options(args))  # fmt: skip
         logger.info("case %s: %s; %d scans", args.out, summary["plan"]["statement"], len(summary["scans"]))
         return EXIT_OK
     host, port = args.to
     target = PushTarget(host, port, args.called_ae, args.calling_ae)
     summaries = stream_case(
-        target, seed=args.seed, scenario=args.scenario, size=args.size, interval_s=args.interval
-    )
+        target, seed=args.seed, scenario=args.scenario, size=args.size, location=args.location,
+        interval_s=args.interval, options=_plan_options(args),
+    )  # fmt: skip
     return _report(summaries)
 
 

@@ -27,7 +27,25 @@ SEED = 1
 def case_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("case")
     assert (
-        main(["case", "--out", str(out), "--seed", str(SEED), "--scenario", "standard", "--size", "small"])
+        main(
+            [
+                "case",
+                "--out",
+                str(out),
+                "--seed",
+                str(SEED),
+                "--scenario",
+                "standard",
+                "--size",
+                "small",
+                "--location",
+                "neck_node",
+                "--prescription-gy",
+                "140",
+                "--activity-mci",
+                "0.5",
+            ]
+        )
         == 0
     )
     return out
@@ -55,7 +73,7 @@ def test_layout_and_summary(case_dir: Path, summary: dict[str, Any]) -> None:
         assert (folder / "truth.json").is_file()
     assert summary["seed"] == SEED and summary["scenario"] == "standard" and summary["size"] == "small"
     assert summary["plan"]["feasibility"] == "reached"
-    assert summary["plan"]["strength_u"] == pytest.approx(0.6 * 1.270)
+    assert summary["plan"]["strength_u"] == pytest.approx(0.5 * 1.270)
 
 
 def test_plan_objects_read_back_and_link(case_dir: Path, plan: Plan) -> None:
@@ -65,10 +83,10 @@ def test_plan_objects_read_back_and_link(case_dir: Path, plan: Plan) -> None:
     structure_set = read_rtstruct(case_dir / "plan" / "RS")
     assert {"BODY", "GTV", "SpinalCord", "Mandible", "Vertebrae"} <= set(structure_set.names)
     assert plan.frame_of_reference_uid == ct.frame_of_reference_uid == structure_set.frame_of_reference_uid
-    assert plan.prescription_gy == 145.0
+    assert plan.prescription_gy == 140.0
     assert plan.sources["6711"].isotope.value == "I-125"
     assert plan.strength_reference_datetime is not None
-    np.testing.assert_allclose(plan.seed_strengths_u, 0.762)
+    np.testing.assert_allclose(plan.seed_strengths_u, 0.635)
     files = sorted((case_dir / "plan").rglob("*.dcm"))
     datasets = [pydicom.dcmread(f) for f in files]
     assert len({str(d.StudyInstanceUID) for d in datasets}) == 1
