@@ -14,7 +14,7 @@ Run (needs a display; headless: a virtual one)::
 
     xvfb-run -a .venv/bin/python bench/viewer.py SESSION_DIR
 
-``SESSION_DIR`` is a session folder, e.g. from ``seedguide demo --out SESSION_DIR``.
+``SESSION_DIR`` is a session folder, e.g. ``seedguide-demo/session`` after ``seedguide demo``.
 """
 
 from __future__ import annotations
