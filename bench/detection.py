@@ -43,7 +43,7 @@ def _grid(centre_mm: NDArray[np.float64], thickness_mm: float, slices: int) -> G
     return Grid((slices, 512, 512), affine, "1.2.3")
 
 
-def _scene(thickness_mm: float, slices: int, count: int = 30) -> Volume:
+def _scene(thickness_mm: float, slices: int, count: int = 30) -> tuple[Volume, NDArray[np.float64]]:
     model = build_model(
         PhantomConfig(rows=64, columns=64, slices=20, centre_z_mm=-10.0, gtv_volume_cc=15.0), 3
     )
@@ -62,7 +62,18 @@ def _scene(thickness_mm: float, slices: int, count: int = 30) -> Volume:
         model, _grid(c, thickness_mm, slices), seed_positions_mm=np.array(seeds), seed_directions=directions,
         needle_entries_mm=entries, needle_tips_mm=tips, noise_seed=1,
     )  # fmt: skip
-    return scan.volume
+    return scan.volume, np.array(seeds)
+
+
+def _matched(found_mm: NDArray[np.float64], true_mm: NDArray[np.float64]) -> int:
+    """True seeds with a found seed within 2 mm (one to one)."""
+    from scipy.optimize import linear_sum_assignment
+
+    if len(found_mm) == 0:
+        return 0
+    distance = np.linalg.norm(true_mm[:, None, :] - found_mm[None, :, :], axis=2)
+    rows, cols = linear_sum_assignment(np.where(distance <= 2.0, distance, 1e6))
+    return int(np.count_nonzero(distance[rows, cols] <= 2.0))
 
 
 def _best(function: Callable[[], Any]) -> tuple[float, Any]:
@@ -74,16 +85,19 @@ def _best(function: Callable[[], Any]) -> tuple[float, Any]:
     return min(times), result
 
 
-def run(label: str, volume: Volume) -> None:
+def run(label: str, scene: tuple[Volume, NDArray[np.float64]]) -> None:
+    volume, true_seeds = scene
     load_before = os.getloadavg()
     t_needles, needles = _best(lambda: detect_needles(volume))
     t_mask, mask = _best(lambda: needle_mask(needles, volume.grid))
     t_seeds, seeds = _best(lambda: detect_seeds(volume, exclude_mask=mask))
     total = t_needles + t_mask + t_seeds
     logger.info(
-        "%s %s: needles %.3f s (%d found), needle mask %.3f s, seeds %.3f s (%d found); "
-        "total %.3f s (%.2f of the %.1f s target); load average before %.2f, after %.2f; %d CPUs",
-        label, volume.shape, t_needles, len(needles.needles), t_mask, t_seeds, len(seeds.seeds), total,
+        "%s %s: needles %.3f s (%d found of 2), needle mask %.3f s, seeds %.3f s (%d found, %d of %d "
+        "true within 2 mm); total %.3f s (%.2f of the %.1f s target); load average before %.2f, after %.2f; "
+        "%d CPUs",
+        label, volume.shape, t_needles, len(needles.needles), t_mask, t_seeds, len(seeds.seeds),
+        _matched(seeds.positions_mm, true_seeds), len(true_seeds), total,
         total / TARGET_S, TARGET_S, load_before[0], os.getloadavg()[0], os.cpu_count() or 0,
     )  # fmt: skip
 

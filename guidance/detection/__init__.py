@@ -1,10 +1,12 @@
 """Detection of needles and seeds in intra-procedure CT scans.
 
-- :func:`detect_needles`: straight metal runs (RANSAC on metal points), tip by the
+- :func:`detect_needles`: straight, continuous metal runs (RANSAC on metal points; rows of
+  separate seeds are not needles), tip by the
   half-level of the profile along the axis, entry where the axis crosses the skin.
 - :func:`detect_seeds`: compact metal regions above the local background, counted
   by integrated intensity, touching seeds split by weighted k-means.
-- :func:`needle_mask`: voxels of detected needles, to exclude from seed detection.
+- :func:`needle_mask`: voxels of detected needles (their radius and blurred edge), to exclude
+  from seed detection.
 - :func:`match_to_plan`: found seeds and needles assigned to the plan's after registration
   (placed with their displacement, missing, extra; needle entry, tip and angle deviations).
 """

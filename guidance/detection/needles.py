@@ -10,7 +10,10 @@ Method:
    LPS mm, refined by principal axes, cut at gaps; needles a few millimetres apart
    stay apart because inliers lie within ``inlier_mm`` of the axis).
    A run whose surroundings are bone-bright (more than ``max_ring_fraction`` of samples
-   ``ring_mm`` around its axis above ``bone_hu``) is bone, not a needle.
+   ``ring_mm`` around its axis above ``bone_hu``) is bone, not a needle. A run whose
+   intensity along its axis is not continuous (above half-way between its plateau and the
+   tissue over less than ``min_continuity`` of its length, or falling to the tissue at a
+   regular pitch) is a row of separate seeds, not a steel rod.
 3. Which end is the tip: the body is the largest connected region above ``body_hu``
    (holes such as the airway filled, slice by slice); the end whose extension leaves
    the body sooner is the entry side.
@@ -37,7 +40,7 @@ from guidance.detection.result import NEEDLE_STAGE, DetectedNeedle, NeedleDetect
 from guidance.provenance import Provenance
 from guidance.volume import Grid, Volume
 
-__all__ = ["body_mask", "detect_needles", "metal_level_hu", "needle_mask"]
+__all__ = ["body_mask", "detect_needles", "metal_level_hu", "needle_mask", "needle_mask_radius_mm"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +48,7 @@ _BODY_PIXEL_MM = 2.0
 _STEP_MM = 0.25
 _PROFILE_REACH_MM = 12.0
 _HUB_MARGIN_MM = 60.0
+_SEED_LENGTH_MM = 4.5  # I-125 seeds (6711, 6702, IAI-125A, ...): 4.5 mm x 0.8 mm
 
 
 def body_mask(ct: Volume, *, body_hu: float = -400.0) -> tuple[NDArray[np.bool_], tuple[int, int]]:
@@ -120,17 +124,55 @@ def _candidate_points(ct: Volume, opts: NeedleOptions) -> NDArray[np.float64]:
     return ct.index_to_patient(index.astype(np.float64)) if len(index) else np.zeros((0, 3))
 
 
-def _ring_fraction(ct: Volume, run: LineRun, opts: NeedleOptions) -> float:
-    """Fraction of samples ``ring_mm`` around the run's axis brighter than ``bone_hu``."""
-    helper = np.eye(3)[int(np.argmin(np.abs(run.direction)))]
-    u = np.cross(run.direction, helper)
+def _ring(direction: NDArray[np.float64], radius_mm: float, count: int) -> NDArray[np.float64]:
+    """(count, 3) offsets (mm) on a circle of ``radius_mm`` about ``direction``."""
+    helper = np.eye(3)[int(np.argmin(np.abs(direction)))]
+    u = np.cross(direction, helper)
     u /= np.linalg.norm(u)
-    v = np.cross(run.direction, u)
-    angles = np.linspace(0.0, 2.0 * np.pi, 12, endpoint=False)
-    ring = opts.ring_mm * (np.cos(angles)[:, None] * u + np.sin(angles)[:, None] * v)
+    v = np.cross(direction, u)
+    angles = np.linspace(0.0, 2.0 * np.pi, count, endpoint=False)
+    ring: NDArray[np.float64] = radius_mm * (np.cos(angles)[:, None] * u + np.sin(angles)[:, None] * v)
+    return ring
+
+
+def _surroundings(ct: Volume, run: LineRun, opts: NeedleOptions) -> NDArray[np.float64]:
+    """HU sampled ``ring_mm`` around the run's axis (12 directions, 30 places along it)."""
     along = np.linspace(run.start_mm, run.stop_mm, 30)
-    points = run.centre_mm + along[:, None, None] * run.direction + ring[None, :, :]
-    return float(np.mean(_sample(ct, points.reshape(-1, 3)) > opts.bone_hu))
+    points = run.centre_mm + along[:, None, None] * run.direction + _ring(run.direction, opts.ring_mm, 12)
+    return _sample(ct, points.reshape(-1, 3))
+
+
+def _seed_row(ct: Volume, run: LineRun, tissue_hu: float, opts: NeedleOptions) -> str:
+    """Non-empty when the run's metal is not continuous: separate objects in a row (seeds), not a rod.
+
+    A needle is a continuous steel rod: along its axis the intensity (the largest over its
+    cross-section, half the inlier distance about the fitted axis) stays above half-way
+    between its plateau and the tissue around it, except where a dark streak crosses it.
+    A row of separate seeds falls to the tissue between them: it is above the level over
+    about seed length / pitch of its length (0.56 for 4.5 mm seeds 8 mm apart), and its
+    gaps recur at the seed pitch.
+    """
+    step = 0.5 * float(np.min(ct.spacing_mm))
+    t = np.arange(run.start_mm, run.stop_mm + 1e-9, step)
+    section = np.vstack([np.zeros(3), _ring(run.direction, 0.5 * opts.inlier_mm, 8)])
+    points = run.centre_mm + t[:, None, None] * run.direction + section[None, :, :]
+    profile = _sample(ct, points.reshape(-1, 3)).reshape(len(t), -1).max(axis=1)
+    plateau = float(np.percentile(profile, 90))
+    below = profile < 0.5 * (plateau + tissue_hu)
+    continuity = 1.0 - float(np.mean(below))
+    if continuity < opts.min_continuity:
+        return f"intensity along it above half its plateau over {continuity:.0%} of its length"
+    # Gaps: runs of samples below the level, inside the run and longer than a voxel.
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], below.astype(np.int8), [0]])))
+    starts, stops = edges[0::2], edges[1::2]
+    voxel = float(np.max(ct.spacing_mm))
+    long_enough = (stops - starts) * step >= voxel
+    centres = 0.5 * (starts + stops)[long_enough] * step
+    if len(centres) >= 3:
+        pitch = np.diff(centres)
+        if float(np.min(pitch)) >= _SEED_LENGTH_MM and float(np.ptp(pitch)) <= 0.25 * float(np.median(pitch)):
+            return f"{len(centres)} gaps {float(np.median(pitch)):.1f} mm apart along it"
+    return ""
 
 
 def _sample(ct: Volume, points_mm: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -290,10 +332,7 @@ def detect_needles(ct: Volume, *, options: NeedleOptions | None = None) -> Needl
         trials=opts.ransac_trials, random_seed=opts.random_seed, max_lines=opts.max_needles,
     ) if len(points) else []  # fmt: skip
     notes: list[str] = []
-    bone = [run for run in runs if _ring_fraction(ct, run, opts) > opts.max_ring_fraction]
-    if bone:
-        notes.append(f"{len(bone)} straight runs rejected: surrounded by bone-bright tissue")
-        runs = [run for run in runs if all(run is not b for b in bone)]
+    runs = _needle_like(ct, runs, opts, notes)
     needles: tuple[DetectedNeedle, ...] = ()
     if runs:
         body, steps = body_mask(ct, body_hu=opts.body_hu)
@@ -307,6 +346,30 @@ def detect_needles(ct: Volume, *, options: NeedleOptions | None = None) -> Needl
     )
 
 
+def _needle_like(ct: Volume, runs: list[LineRun], opts: NeedleOptions, notes: list[str]) -> list[LineRun]:
+    """The runs that are needles: not surrounded by bone, and continuous metal (not a seed row)."""
+    kept: list[LineRun] = []
+    bone = rows = 0
+    for run in runs:
+        surroundings = _surroundings(ct, run, opts)
+        if float(np.mean(surroundings > opts.bone_hu)) > opts.max_ring_fraction:
+            bone += 1
+            continue
+        reason = _seed_row(ct, run, float(np.median(surroundings)), opts)
+        if reason:
+            rows += 1
+            logger.debug("straight run of %.0f mm is not a needle: %s", run.length_mm, reason)
+            continue
+        kept.append(run)
+    if bone:
+        notes.append(f"{bone} straight runs rejected: surrounded by bone-bright tissue")
+    if rows:
+        notes.append(
+            f"{rows} straight runs rejected: separate objects in a row (seeds), not a continuous rod"
+        )
+    return kept
+
+
 def _validate_ct(ct: Volume) -> None:
     if not isinstance(ct, Volume):
         raise TypeError(f"ct must be a guidance.volume.Volume; got {type(ct).__name__}")
@@ -314,19 +377,51 @@ def _validate_ct(ct: Volume) -> None:
         raise ValueError(f"ct array must hold real HU values; got dtype {ct.array.dtype}")
 
 
-def needle_mask(detection: NeedleDetection, grid: Grid, *, radius_mm: float = 2.5) -> NDArray[np.bool_]:
+def needle_mask(
+    detection: NeedleDetection,
+    grid: Grid,
+    *,
+    radius_mm: float | None = None,
+    options: NeedleOptions | None = None,
+) -> NDArray[np.bool_]:
     """Voxels of ``grid`` within ``radius_mm`` of a detected needle, from its tip to 60 mm past the entry.
 
     Beyond the entry the needle (and its hub) is outside the body, where no seed lies.
+    Pass it to :func:`guidance.detection.detect_seeds` as ``exclude_mask``.
 
-        Pass it to :func:`guidance.detection.detect_seeds` as ``exclude_mask``.
+    Parameters
+    ----------
+    detection : NeedleDetection
+    grid : Grid
+        The scan's grid.
+    radius_mm : float, optional
+        Default :func:`needle_mask_radius_mm`: the needle and its blurred edge only, so that
+        seeds a few millimetres beside it stay outside the mask.
+    options : NeedleOptions, optional
+        Its ``needle_diameter_mm`` and ``edge_blur_mm`` set the default radius.
     """
+    radius = needle_mask_radius_mm(grid, options) if radius_mm is None else radius_mm
+    if not (np.isfinite(radius) and radius > 0):
+        raise ValueError(f"needle_mask radius_mm must be a finite number > 0; got {radius}")
     mask = np.zeros(grid.shape, dtype=bool)
     for needle in detection.needles:
         reach = float(np.linalg.norm(needle.entry_mm - needle.tip_mm)) + _HUB_MARGIN_MM
         outer = needle.tip_mm - reach * needle.direction
-        _paint_segment(mask, grid, outer, needle.tip_mm, radius_mm)
+        _paint_segment(mask, grid, outer, needle.tip_mm, radius)
     return mask
+
+
+def needle_mask_radius_mm(grid: Grid, options: NeedleOptions | None = None) -> float:
+    """Radius (mm) of the voxels a needle shows in: its own radius, half a voxel diagonal, the edge blur.
+
+    Voxels whose centre lies within the needle's radius plus half the voxel diagonal hold
+    some steel (partial volume); the reconstruction spreads the edge by ``edge_blur_mm``
+    more. On 0.7 x 0.7 x 1 mm voxels an 18G needle's mask is 2.3 mm in radius: a seed
+    4.5 mm from the needle's axis (its capsule 4.1 mm away) is outside it.
+    """
+    opts = options or NeedleOptions()
+    half_diagonal = 0.5 * float(np.linalg.norm(grid.spacing_mm))
+    return 0.5 * opts.needle_diameter_mm + half_diagonal + opts.edge_blur_mm
 
 
 def _paint_segment(

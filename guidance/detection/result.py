@@ -220,6 +220,18 @@ class NeedleOptions:
         Bone rejection: a candidate voxel with more than 3 of 8 in-plane neighbours
         ``ring_mm`` away above ``bone_hu``, or a run with more than ``max_ring_fraction``
         of the samples ``ring_mm`` around its axis above ``bone_hu``, is bone.
+    min_continuity : float
+        A run is a needle when the intensity along its axis stays above half-way between its
+        plateau and the tissue around it over at least this fraction of its length (steel is
+        continuous; a row of separate 4.5 mm seeds covers seed length / pitch of it: 0.56 at
+        8 mm, 0.75 at 6 mm) and does not fall to the tissue at a regular pitch.
+    needle_diameter_mm : float
+        Outer diameter of the needles (18G: 1.27 mm); with the scan's voxel size and
+        ``edge_blur_mm`` it sets the radius of :func:`guidance.detection.needle_mask`.
+    edge_blur_mm : float
+        Distance beyond the voxels the metal touches over which a reconstructed metal edge
+        falls to the tissue: about two standard deviations of the scanner's point spread
+        (0.4-0.6 mm for an in-plane resolution of 0.9-1.4 mm FWHM).
     ransac_trials, random_seed : int
         Trials per line of the random sample search, and the seed of its generator.
     max_needles : int
@@ -235,6 +247,9 @@ class NeedleOptions:
     bone_hu: float = 300.0
     ring_mm: float = 3.0
     max_ring_fraction: float = 0.4
+    min_continuity: float = 0.8
+    needle_diameter_mm: float = 1.27
+    edge_blur_mm: float = 1.0
     ransac_trials: int = 300
     random_seed: int = 0
     max_needles: int = 40
@@ -244,8 +259,11 @@ class NeedleOptions:
             "min_length_mm": self.min_length_mm, "inlier_mm": self.inlier_mm, "max_gap_mm": self.max_gap_mm,
             "ransac_trials": self.ransac_trials, "max_needles": self.max_needles,
             "reference_slice_mm": self.reference_slice_mm, "ring_mm": self.ring_mm,
-            "max_ring_fraction": self.max_ring_fraction,
+            "max_ring_fraction": self.max_ring_fraction, "min_continuity": self.min_continuity,
+            "needle_diameter_mm": self.needle_diameter_mm, "edge_blur_mm": self.edge_blur_mm,
         })  # fmt: skip
+        if not self.min_continuity <= 1.0:
+            raise ValueError(f"NeedleOptions.min_continuity must be within (0, 1]; got {self.min_continuity}")
         for name in ("metal_hu", "body_hu", "bone_hu"):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"NeedleOptions.{name} must be finite; got {getattr(self, name)}")

@@ -36,6 +36,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from guidance import __version__
+from guidance.detection.clusters import centroid, split, spread
 from guidance.detection.lines import principal_line
 from guidance.detection.result import SEED_STAGE, DetectedSeed, SeedDetection, SeedOptions
 from guidance.provenance import Provenance
@@ -156,7 +157,7 @@ def _regions(
         )  # fmt: skip
         reason = _streak_like(region, grid, opts)
         if reason:
-            rejected.append((_centroid(region.points_mm, region.excess), reason))
+            rejected.append((centroid(region.points_mm, region.excess), reason))
         else:
             regions.append(region)
     return regions, rejected
@@ -248,49 +249,10 @@ def _streak_like(region: _Region, grid: Grid, opts: SeedOptions) -> str:
     return ""
 
 
-def _centroid(points: NDArray[np.float64], weights: NDArray[np.float64]) -> NDArray[np.float64]:
-    w = weights if weights.sum() > 0 else np.ones(len(weights))
-    centre: NDArray[np.float64] = (points * w[:, None]).sum(axis=0) / w.sum()
-    return centre
-
-
-def _split(
-    points: NDArray[np.float64], weights: NDArray[np.float64], k: int, grid: Grid, elongation: float
-) -> NDArray[np.int64]:
-    """Labels of the most seed-like partition: k-means, or equal-excess slabs across a principal axis.
-
-    k-means prefers cutting side-by-side seeds across their length (the halves are more
-    compact than the seeds), whatever its start; slabs across the second principal axis cut
-    them apart. Each part of the right partition is one seed: its largest minus second
-    variance is near ``elongation``, a single seed's in this scan.
-    """
-    _, _, vectors = principal_line(points, weights + 1e-9)
-    best: tuple[float, NDArray[np.int64]] | None = None
-    candidates = [_weighted_kmeans(points, weights, k, vectors[:, 0])]
-    candidates += [_slabs(points, weights, k, vectors[:, axis]) for axis in range(3)]
-    for labels in candidates:
-        misfit = 0.0
-        for j in range(k):
-            members = labels == j
-            values = _spread(points[members], weights[members], grid)
-            misfit += abs(float(values[0] - values[1]) - elongation)
-        if best is None or misfit < best[0] - 1e-9:
-            best = (misfit, labels)
-    assert best is not None
-    return best[1]
-
-
-def _spread(points: NDArray[np.float64], weights: NDArray[np.float64], grid: Grid) -> NDArray[np.float64]:
-    """Variances (mm^2, descending) of the excess about its centroid, each voxel's own extent removed."""
-    if weights.sum() <= 0 or len(points) < 2:
-        return np.zeros(3)
-    offset = points - _centroid(points, weights)
-    axes = np.asarray(grid.affine)[:3, :3]
-    own = axes @ np.diag(np.full(3, 1.0 / 12.0)) @ axes.T
-    values: NDArray[np.float64] = np.linalg.eigvalsh(
-        (offset * weights[:, None]).T @ offset / weights.sum() - own
-    )
-    return values[::-1]
+def _misfit(region: _Region, grid: Grid, elongation: float) -> float:
+    """How far a whole region's elongation (largest minus second variance, mm^2) is from one seed's."""
+    values = spread(region.points_mm, region.excess, grid)
+    return abs(float(values[0] - values[1]) - elongation)
 
 
 def _chain_count(region: _Region, elongation: float, grid: Grid) -> int:
@@ -299,45 +261,9 @@ def _chain_count(region: _Region, elongation: float, grid: Grid) -> int:
     ``elongation`` is one seed's largest minus second variance in this scan (its marker's
     length, blurred); the pitch p of touching seeds is their length.
     """
-    values = _spread(region.points_mm, region.excess, grid)
+    values = spread(region.points_mm, region.excess, grid)
     excess = max(0.0, float(values[0] - values[1]) - elongation)
     return max(1, round(float(np.sqrt(1.0 + 12.0 * excess / _SEED_LENGTH_MM**2))))
-
-
-def _slabs(
-    points: NDArray[np.float64], weights: NDArray[np.float64], k: int, axis: NDArray[np.float64]
-) -> NDArray[np.int64]:
-    """Labels of k slabs across ``axis`` holding equal excess (seeds side by side, cut between them)."""
-    along = points @ axis
-    order = np.argsort(along)
-    cumulative = np.cumsum(weights[order]) / max(float(weights.sum()), 1e-12)
-    labels = np.empty(len(points), dtype=np.int64)
-    labels[order] = np.minimum((cumulative * k - 1e-9).astype(np.int64), k - 1)
-    return labels
-
-
-def _weighted_kmeans(
-    points: NDArray[np.float64], weights: NDArray[np.float64], k: int, start_axis: NDArray[np.float64]
-) -> NDArray[np.int64]:
-    """Labels of a weighted k-means (Lloyd) started at weight quantiles along ``start_axis``."""
-    centre = _centroid(points, weights)
-    along = (points - centre) @ start_axis
-    order = np.argsort(along)
-    cumulative = np.cumsum(weights[order]) / max(weights.sum(), 1e-12)
-    starts = [order[min(len(order) - 1, int(np.searchsorted(cumulative, (i + 0.5) / k)))] for i in range(k)]
-    centres = points[starts].copy()
-    labels = np.zeros(len(points), dtype=np.int64)
-    for _ in range(30):
-        distance = np.linalg.norm(points[:, None, :] - centres[None, :, :], axis=2)
-        new = np.argmin(distance, axis=1).astype(np.int64)
-        for j in range(k):
-            members = new == j
-            if weights[members].sum() > 0:
-                centres[j] = _centroid(points[members], weights[members])
-        if np.array_equal(new, labels):
-            break
-        labels = new
-    return labels
 
 
 def _orientation(
@@ -346,7 +272,7 @@ def _orientation(
     """Unit long axis of the weighted points, or NaN when the geometry does not show it."""
     if weights.sum() <= 0 or len(points) < 4:
         return np.full(3, np.nan)
-    centre = _centroid(points, weights)
+    centre = centroid(points, weights)
     offset = points - centre
     cov = (offset * weights[:, None]).T @ offset / weights.sum()
     axes = np.asarray(grid.affine)[:3, :3]
@@ -377,7 +303,7 @@ def _single_elongation(regions: list[_Region], single: float, grid: Grid) -> flo
     It depends on where the seed's metal is (a marker rod shorter than the capsule) and on
     the blur; without single seeds in the scan, a uniform 4.5 mm rod's L^2 / 12.
     """
-    values = [_spread(r.points_mm, r.excess, grid) for r in regions if 0.7 <= r.integral / single <= 1.3]
+    values = [spread(r.points_mm, r.excess, grid) for r in regions if 0.7 <= r.integral / single <= 1.3]
     if not values:
         return _SEED_LENGTH_MM**2 / 12.0
     return float(np.median([v[0] - v[1] for v in values]))
@@ -400,21 +326,49 @@ def _single_integral(regions: list[_Region], opts: SeedOptions) -> float:
     return float(np.median(big[np.abs(big - mode) <= 0.25 * mode]))
 
 
+def _partition(
+    region: _Region, ratio: float, elongation: float, grid: Grid, opts: SeedOptions
+) -> tuple[int, NDArray[np.int64], bool] | str:
+    """How many seeds a region holds, each voxel's seed, and whether they are whole separate seeds.
+
+    Touching seeds darken each other (beam hardening) and saturate together: a chain's
+    integral falls short of its count, its length does not. On thick slices a single seed's
+    elongation varies with its tilt: the length is taken only where the integral agrees with
+    it within that shortfall (a third). The length counts seeds end to end (pitch = seed
+    length); seeds further apart joined by blur or streaks look longer than their count:
+    where the integral says fewer, the count whose parts look most like one seed wins, and
+    those parts are whole seeds (each shows its own axis).
+    """
+    by_length = _chain_count(region, elongation, grid)
+    trusted = by_length <= opts.max_cluster and ratio >= 0.65 * by_length
+    count = max(1, round(ratio), by_length if trusted else 1)
+    if count > opts.max_cluster:
+        return f"{ratio:.1f} seeds' worth of metal in one region: not split (more than {opts.max_cluster})"
+    if count == 1:
+        return 1, np.zeros(len(region.points_mm), dtype=np.int64), False
+    labels, misfit = split(region.points_mm, region.excess, count, grid, elongation)
+    by_integral = max(1, round(ratio))
+    if by_integral < count:
+        fewer, fewer_misfit = (
+            (np.zeros(len(region.points_mm), dtype=np.int64), _misfit(region, grid, elongation))
+            if by_integral == 1
+            else split(region.points_mm, region.excess, by_integral, grid, elongation)
+        )
+        if fewer_misfit < misfit:
+            return by_integral, fewer, True
+    return count, labels, False
+
+
 def _seeds_of(
     region: _Region, single: float, elongation: float, grid: Grid, opts: SeedOptions
 ) -> list[DetectedSeed] | str:
     ratio = region.integral / single
     if ratio < opts.min_fraction:
         return f"too faint for a seed ({ratio:.2f} of one seed's integrated intensity)"
-    # Touching seeds darken each other (beam hardening) and saturate together: a chain's
-    # integral falls short of its count, its length does not.
-    # On thick slices a single seed's elongation varies with its tilt: the length is taken
-    # only where the integral agrees with it within that shortfall (a third).
-    by_length = _chain_count(region, elongation, grid)
-    trusted = by_length <= opts.max_cluster and ratio >= 0.65 * by_length
-    count = max(1, round(ratio), by_length if trusted else 1)
-    if count > opts.max_cluster:
-        return f"{ratio:.1f} seeds' worth of metal in one region: not split (more than {opts.max_cluster})"
+    partition = _partition(region, ratio, elongation, grid, opts)
+    if isinstance(partition, str):
+        return partition
+    count, labels, separate = partition
     reasons: list[str] = []
     confidence = 1.0
     if abs(ratio - count) > 0.3:
@@ -426,11 +380,6 @@ def _seeds_of(
     if region.background_sd > opts.streak_sd_hu:
         confidence *= 0.85
         reasons.append(f"streaks around it (background sd {region.background_sd:.0f} HU)")
-    labels = (
-        np.zeros(len(region.points_mm), dtype=np.int64)
-        if count == 1
-        else _split(region.points_mm, region.excess, count, grid, elongation)
-    )
     if count > 1:
         confidence *= 0.8
         reasons.append(f"split from a cluster of {count}")
@@ -445,11 +394,11 @@ def _seeds_of(
         ):
             # Side-by-side seeds split across their axes: a part's own elongation is the cut's.
             direction = np.full(3, np.nan)
-        elif count > 1:
+        elif count > 1 and not separate:
             # Touching seeds agreeing with the cluster's axis lie along it (a chain, or side by
             # side): the whole cluster measures that axis over a longer or heavier baseline.
             direction = whole
-        seeds.append(DetectedSeed(_centroid(points, weights), direction, float(np.clip(confidence, 0.0, 1.0)),
+        seeds.append(DetectedSeed(centroid(points, weights), direction, float(np.clip(confidence, 0.0, 1.0)),
                                   tuple(reasons), count > 1, count))  # fmt: skip
     return seeds
 
@@ -491,7 +440,7 @@ def detect_seeds(
     for region in regions:
         found = _seeds_of(region, single, elongation, grid, opts)
         if isinstance(found, str):
-            rejected.append((_centroid(region.points_mm, region.excess), found))
+            rejected.append((centroid(region.points_mm, region.excess), found))
         else:
             seeds.extend(found)
     if exclude is not None and exclude.any():

@@ -52,6 +52,9 @@ class Appearance:
     steel_hu: float = 7000.0
     streak_hu: float = 220.0
     band_hu: float = 120.0
+    #: Fat layer, air column and bone plate within 30 mm of the centre; False: soft tissue only
+    #: (for implants larger than the tissue between them).
+    anatomy: bool = True
 
 
 def grid(
@@ -67,8 +70,9 @@ def grid(
     return Grid((slices, size, size), affine, "1.2.826.0.1.2")
 
 
-def _background(g: Grid, centre_mm: NDArray[np.float64]) -> NDArray[np.float32]:
-    """Tissue, fat, an air column and a bone plate, averaged over 0.5 mm sub-planes of each slice."""
+def _background(g: Grid, centre_mm: NDArray[np.float64], anatomy: bool = True) -> NDArray[np.float32]:
+    """Tissue, fat, an air column and a bone plate (soft tissue only without ``anatomy``), averaged
+    over 0.5 mm sub-planes of each slice."""
     thickness = float(g.spacing_mm[0])
     n_sub = max(1, round(thickness / 0.5))
     total = np.zeros(g.shape, dtype=np.float32)
@@ -79,6 +83,9 @@ def _background(g: Grid, centre_mm: NDArray[np.float64]) -> NDArray[np.float32]:
         x, y = p[..., 0], p[..., 1]
         image = np.full(g.shape, 45.0)
         image[(x / 70.0) ** 2 + ((y - 10.0) / 50.0) ** 2 > 1.0] = -1000.0  # air around the neck
+        if not anatomy:
+            total += image.astype(np.float32)
+            continue
         image[(y > 20.0) & (image > 0)] = -95.0  # fat under the skin
         image[np.hypot(x + 24.0, y + 6.0) < 5.0] = -1000.0  # airway
         plate = (np.abs(x - 19.0) < 3.0) & (np.abs(y + 20.0) < 8.0)
@@ -202,7 +209,7 @@ def render(
     """The CT of the seeds and needles on ``g`` (HU, float32 whole numbers)."""
     look = look or Appearance()
     rng = np.random.default_rng(noise_seed)
-    image = _background(g, centre_mm)
+    image = _background(g, centre_mm, look.anatomy)
     parts: list[tuple[NDArray[np.int64], NDArray[np.float64], float]] = []
     objects: list[NDArray[np.float64]] = []
     for centre, direction in zip(seeds_mm, seed_directions, strict=True):

@@ -36,11 +36,13 @@ class Condition:
     seed: int
     needles: bool = False
     extended_hu: bool = False
+    dense: bool = False
 
     @property
     def label(self) -> str:
         scale = ", extended HU" if self.extended_hu else ""
-        return f"{self.renderer} {self.thickness_mm:g} mm slices, {self.pixel_mm:g} mm pixels{scale}"
+        kind = (", dense implant" + (" + 8 needles" if self.needles else "")) if self.dense else ""
+        return f"{self.renderer} {self.thickness_mm:g} mm slices, {self.pixel_mm:g} mm pixels{scale}{kind}"
 
 
 @dataclass
@@ -55,9 +57,11 @@ class Tally:
     orientation_errors_deg: list[float] = field(default_factory=list)
     tip_errors_mm: list[float] = field(default_factory=list)
     angle_errors_deg: list[float] = field(default_factory=list)
+    found_needles: int = 0
+    false_needles: int = 0
 
     def add(self, other: Tally) -> None:
-        for name in ("true_seeds", "found_seeds", "matched"):
+        for name in ("true_seeds", "found_seeds", "matched", "found_needles", "false_needles"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for name in ("position_errors_mm", "slice_axis_errors_mm", "orientation_errors_deg", "tip_errors_mm",
                      "angle_errors_deg"):  # fmt: skip
@@ -81,7 +85,8 @@ class Tally:
             f"slice-axis {stat(self.slice_axis_errors_mm)} mm; "
             f"orient {stat(self.orientation_errors_deg)} deg (n={len(self.orientation_errors_deg)}); "
             f"tip {stat(self.tip_errors_mm)} mm; "
-            f"angle {stat(self.angle_errors_deg)} deg"
+            f"angle {stat(self.angle_errors_deg)} deg; needles found {self.found_needles} "
+            f"(false {self.false_needles})"
         )
 
 
@@ -156,6 +161,34 @@ def _needles(centre_mm: NDArray[np.float64], seed: int) -> tuple[NDArray[np.floa
     return entries, tips
 
 
+_TRACK_PITCH_MM = 9.0
+_SEED_PITCH_MM = 8.0
+
+
+def dense_layout(
+    rng: np.random.Generator, centre_mm: NDArray[np.float64], *, needles: bool
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """A dense implant: 80 seeds and (optionally) 8 needles of a next pass beside the seed rows.
+
+    A 4 x 4 array of parallel tracks 9 mm apart, nearly in-plane (as a lateral neck
+    insertion), 5 seeds 8 mm apart on each, jittered 0.7 mm (sd, per axis); the needles
+    lie half-way between two rows of one layer (4.5 mm from each), tips 15 mm past the
+    middle seed and hubs 60 mm back. Returns seeds, seed axes, needle entries and tips (mm).
+    """
+    axis = np.array([1.0, 0.03, 0.01]) / np.linalg.norm([1.0, 0.03, 0.01])
+    across = np.cross(axis, [0.0, 0.0, 1.0])
+    across /= np.linalg.norm(across)
+    up = np.cross(axis, across)
+    offsets = [(i - 1.5) * _TRACK_PITCH_MM for i in range(4)]
+    lines = [centre_mm + a * across + b * up for a in offsets for b in offsets]
+    seeds = np.array([line + (j - 2) * _SEED_PITCH_MM * axis for line in lines for j in range(5)])
+    seeds += rng.normal(0.0, 0.7, seeds.shape)
+    inserted = np.array([centre_mm + a * across + b * up for a in (-9.0, 0.0) for b in offsets])
+    if not needles:
+        inserted = np.zeros((0, 3))
+    return seeds, np.tile(axis, (len(seeds), 1)), inserted - 60.0 * axis, inserted + 15.0 * axis
+
+
 @cache
 def scan(condition: Condition) -> tuple[Volume, NDArray[np.float64], NDArray[np.float64], NDArray[np.float64],
                                         NDArray[np.float64]]:  # fmt: skip
@@ -163,15 +196,19 @@ def scan(condition: Condition) -> tuple[Volume, NDArray[np.float64], NDArray[np.
     model = scenes.patient()
     centre = np.asarray(model.tumour.centre_mm, dtype=np.float64)
     rng = np.random.default_rng(condition.seed)
-    seeds, axes = layout(rng, centre)
-    entries, tips = (
-        _needles(centre, condition.seed) if condition.needles else (np.zeros((0, 3)), np.zeros((0, 3)))
-    )
-    if condition.needles:
+    if condition.dense:
+        seeds, axes, entries, tips = dense_layout(rng, centre, needles=condition.needles)
+        # Cropped about the implant: the tips in range, the hubs beyond the scan's edge.
+        field_mm = np.array([64.0, 64.0, 40.0])
+    elif condition.needles:
+        seeds, axes = layout(rng, centre)
+        entries, tips = _needles(centre, condition.seed)
         # Needle scans: the whole neck in-plane (skin entries), a short range along the slice axis.
         field_mm = np.array([150.0, 150.0, 36.0])
         seeds, axes = seeds[-12:], axes[-12:]  # separate seeds only, the clusters are in the seed scans
     else:
+        seeds, axes = layout(rng, centre)
+        entries, tips = np.zeros((0, 3)), np.zeros((0, 3))
         field_mm = 2.0 * _HALF_BOX_MM + 10.0
     if condition.renderer == "simulator":
         grid = _sim_grid(centre, condition.pixel_mm, condition.thickness_mm, field_mm)
@@ -184,7 +221,11 @@ def scan(condition: Condition) -> tuple[Volume, NDArray[np.float64], NDArray[np.
     grid = second_renderer.grid(
         centre, pixel_mm=condition.pixel_mm, thickness_mm=condition.thickness_mm, size=size, slices=slices
     )
-    look = second_renderer.Appearance(max_hu=30710.0 if condition.extended_hu else 3071.0)
+    # The dense implant (40 x 32 x 32 mm) in soft tissue: in the second renderer's anatomy its
+    # corners would touch the bone plate and the air column (seeds touching cortex merge with it).
+    look = second_renderer.Appearance(
+        max_hu=30710.0 if condition.extended_hu else 3071.0, anatomy=not condition.dense
+    )
     volume = second_renderer.render(
         grid, centre, seeds_mm=seeds, seed_directions=axes, needle_entries_mm=entries, needle_tips_mm=tips,
         look=look, noise_seed=condition.seed,
@@ -224,6 +265,14 @@ def measure(condition: Condition) -> Tally:
             tally.slice_axis_errors_mm.append(abs(float((positions[j] - seeds[i]) @ normal)))
             if found.seeds[j].orientation_known:
                 tally.orientation_errors_deg.append(_angle_deg(found.seeds[j].direction, axes[i]))
+    tally.found_needles = len(needles.needles)
+    # A found needle is false when its tip is not within the gate of a true needle.
+    segments = list(zip(entries, tips, strict=True))
+    tally.false_needles = sum(
+        1
+        for n in needles.needles
+        if not any(_segment_distance(n.tip_mm, a, b) <= _GATE_MM for a, b in segments)
+    )
     for entry, tip in zip(entries, tips, strict=True):
         if not needles.needles:
             tally.tip_errors_mm.append(float("inf"))
@@ -232,3 +281,10 @@ def measure(condition: Condition) -> Tally:
         tally.tip_errors_mm.append(float(np.linalg.norm(nearest.tip_mm - tip)))
         tally.angle_errors_deg.append(_angle_deg(nearest.direction, tip - entry))
     return tally
+
+
+def _segment_distance(point: NDArray[np.float64], a: NDArray[np.float64], b: NDArray[np.float64]) -> float:
+    """Distance (mm) of a point from the segment a-b."""
+    axis = b - a
+    t = float(np.clip((point - a) @ axis / float(axis @ axis), 0.0, 1.0))
+    return float(np.linalg.norm(point - (a + t * axis)))

@@ -141,3 +141,45 @@ def test_needle_mask_is_every_voxel_near_the_segment() -> None:
     distance = np.linalg.norm(w - t[:, None] * direction, axis=1).reshape(grid.shape)
     assert mask.sum() > 500
     np.testing.assert_array_equal(mask, distance <= 2.0)
+
+
+def test_needle_mask_radius_is_the_needle_and_its_blurred_edge() -> None:
+    """Needle radius 0.635 mm + half the voxel diagonal + 1 mm edge blur: 2.34 mm on 0.7 x 0.7 x 1 mm."""
+    from guidance.detection.needles import needle_mask_radius_mm
+    from guidance.volume import Grid
+
+    grid = Grid((10, 10, 10), np.diag([1.0, 0.7, 0.7, 1.0]))
+    expected = 0.635 + 0.5 * float(np.sqrt(1.0 + 0.49 + 0.49)) + 1.0
+    assert needle_mask_radius_mm(grid) == pytest.approx(expected)
+    thick = Grid((10, 10, 10), np.diag([3.0, 0.7, 0.7, 1.0]))
+    wide = NeedleOptions(needle_diameter_mm=2.0, edge_blur_mm=0.5)
+    assert needle_mask_radius_mm(thick, wide) == pytest.approx(1.0 + 0.5 * float(np.sqrt(9.98)) + 0.5)
+
+
+@pytest.mark.parametrize("thickness_mm", [1.0, 2.0])
+def test_a_row_of_seeds_is_not_a_needle_but_a_rod_on_its_line_is(thickness_mm: float) -> None:
+    """Five seeds 8 mm apart on one line (36 mm of straight metal) and, in a second scan, a needle there.
+
+    The row's intensity falls to the tissue between the seeds: it is not a needle, and all
+    five seeds are found. The needle along the same line is continuous: it is found, and a
+    seed 4.5 mm beside it is outside its mask and found.
+    """
+    model = scenes.patient()
+    c = model.tumour.centre_mm
+    grid = scenes.scan_grid(c, thickness_mm=thickness_mm, slices=int(24 / thickness_mm))
+    axis = np.array([1.0, 0.2, 0.15]) / np.linalg.norm([1.0, 0.2, 0.15])
+    row = c + np.outer(np.arange(-2, 3) * 8.0, axis)
+    seeds = (row, np.tile(axis, (5, 1)))
+    scene = scenes.render(model, grid, seeds=seeds, noise_seed=4)
+    assert detect_needles(scene.volume).needles == ()
+    assert len(detect_seeds(scene.volume).seeds) == 5
+    beside = (c + 4.5 * np.array([0.0, 0.0, 1.0]))[None, :]
+    rod = scenes.render(
+        model, grid, seeds=(beside, axis[None, :]), needles=((c - 60 * axis)[None], (c + 15 * axis)[None]),
+        noise_seed=4,
+    )  # fmt: skip
+    found = detect_needles(rod.volume)
+    assert len(found.needles) == 1
+    assert float(np.linalg.norm(found.needles[0].tip_mm - (c + 15 * axis))) < 1.0
+    kept = detect_seeds(rod.volume, exclude_mask=needle_mask(found, grid))
+    assert len(kept.seeds) == 1 and float(np.linalg.norm(kept.positions_mm[0] - beside[0])) < 0.5
