@@ -68,13 +68,17 @@ def _rotation(angles_deg: tuple[float, float, float]) -> np.ndarray:
 def _plan(patient, context: StudyContext) -> tuple[Plan, np.ndarray, np.ndarray]:
     """80 seeds planned on 16 parallel needles; 8 new needles in the patient between the seed rows.
 
-    The plan: a 4 x 4 array of needles 9 mm apart through the GTV centre, 5 seeds 8 mm
-    apart on each. The scan shows every planned seed implanted (those needles
-    withdrawn) and 8 needles of a next pass inserted 4.5 mm beside the seed rows.
+    The plan: a 4 x 4 array of parallel needles 9 mm apart through the GTV centre, tilted
+    15 degrees out of the axial plane, 5 seeds 8 mm apart on each. The scan shows every
+    planned seed implanted (those needles withdrawn) and 8 needles of a next pass inserted
+    4.5 mm beside the seed rows.
     """
     gtv = next(s for s in patient.structures if s.name == "GTV")
     centre = gtv.points_mm.mean(axis=0)
-    axis = insertion_axis(patient)
+    # Tracks tilted 15 degrees out of the axial plane, as non-coplanar insertions are (a
+    # needle lying in one slice is also the worst case of the simulator's metal streaks).
+    tilt = np.radians(15.0)
+    axis = np.cos(tilt) * insertion_axis(patient) + np.sin(tilt) * np.array([0.0, 0.0, 1.0])
     across = np.cross(axis, [0.0, 0.0, 1.0])
     across /= np.linalg.norm(across)
     up = np.cross(axis, across)
