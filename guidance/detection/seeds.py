@@ -28,6 +28,7 @@ Method:
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -133,7 +134,9 @@ def _regions(
     regions: list[_Region] = []
     rejected: list[tuple[NDArray[np.float64], str]] = []
     level = threshold_level_hu(ct, opts)
-    for box, inside in _seed_components(image, _components(mask), level, grid, opts):
+    components = _components(mask)
+    large, bone_peak_hu = _bone(image, components, grid, opts)
+    for box, inside in _seed_components(image, components, level, grid, opts):
         # Clipped at the volume's faces: a seed in the first or last slice is common in short scans.
         grown = tuple(
             slice(max(0, sl.start - m), min(n, sl.stop + m))
@@ -156,11 +159,38 @@ def _regions(
             float(np.std(values[shell])) if shell.any() else 0.0, int(np.ptp(index[:, 0]) + 1), near,
         )  # fmt: skip
         reason = _streak_like(region, grid, opts)
+        peak_hu = float(values[core].max())
+        if not reason and peak_hu <= bone_peak_hu and large[grown].any():
+            reason = f"bone fragment: peak {peak_hu:.0f} HU beside bone, not above its {bone_peak_hu:.0f} HU"
         if reason:
             rejected.append((centroid(region.points_mm, region.excess), reason))
         else:
             regions.append(region)
     return regions, rejected
+
+
+def _bone(
+    image: NDArray[Any],
+    components: list[tuple[tuple[slice, ...], NDArray[np.bool_]]],
+    grid: Grid,
+    opts: SeedOptions,
+) -> tuple[NDArray[np.bool_], float]:
+    """Voxels of the regions too large for seeds (bone), and the bone's brightest level in this scan, HU.
+
+    Cortical fragments split from the rest of a bone by the level (a vertebra's processes on
+    2 mm slices) can be seed-sized; beside bone, a seed is told apart by being brighter than
+    any bone of the same scan (its 99.9th percentile: the scan's own HU scale). Not on slices
+    thicker than ``reference_slice_mm``, where partial volume brings a seed's peak to bone levels.
+    """
+    large = np.zeros(image.shape, dtype=bool)
+    if float(grid.spacing_mm[0]) > 1.01 * opts.reference_slice_mm:
+        return large, math.inf  # thick slices: a seed's peak falls to bone levels; no such test
+    for box, inside in components:
+        if not _seed_sized(inside, box, grid, opts):
+            large[box] |= inside
+    if not large.any():
+        return large, math.inf
+    return large, float(np.percentile(image[large], 99.9))
 
 
 def _seed_components(
