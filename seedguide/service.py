@@ -54,7 +54,8 @@ class Published:
     Attributes
     ----------
     record : ScanRecord
-        Its folder in the session (result.json and exports written).
+        Its folder in the session: the scan's CT is there; result.json and the exports are
+        written right after the subscribers have been called.
     scan : Volume
         The scan as analysed.
     result : GuidanceResult
@@ -96,7 +97,7 @@ class GuidanceService:
         Working folder: ``out/store`` receives the node's files, ``out/session`` is the session.
     node_config : NodeConfig
         Node settings; its ``store_dir`` is replaced by ``out/store``.
-    bundle_files : list of Path, optional
+    plan_files : list of Path, optional
         The plan's files (from ``--plan DIR``); without them the plan is awaited from the node.
     options : PipelineOptions, optional
     """
@@ -130,7 +131,7 @@ class GuidanceService:
             self._start_session(plan_files)
 
     def subscribe(self, callback: Subscriber) -> None:
-        """Call ``callback(published)`` after each recorded result (from the worker thread)."""
+        """Call ``callback(published)`` with each result, before it is recorded (from the worker thread)."""
         self._subscribers.append(callback)
 
     def subscribe_plan(self, callback: Callable[[PlanBundle], None]) -> None:

@@ -81,12 +81,13 @@ def _dicom_name(dataset: Dataset) -> str:
     return f"{modality}.{uid}.dcm"
 
 
-def _store(files: Iterable[Path | Dataset], folder: Path) -> list[Path]:
-    """Put files (hard-linked, else copied byte for byte) or datasets into ``folder``, named by SOP UID.
+def _store(files: Iterable[Path | Dataset], folder: Path, *, link: bool = False) -> list[Path]:
+    """Put files (copied byte for byte, or hard-linked) or datasets into ``folder``, named by SOP UID.
 
-    A hard link shares the already-durable bytes of a received file (the node fsynced
-    them before acknowledging); only the folder entry is new, made durable by one
-    directory fsync at the end.
+    ``link`` is for files nobody rewrites in place (the node's store): a hard link shares
+    their already-durable bytes (the node fsynced them before acknowledging); only the
+    folder entry is new, made durable by one directory fsync at the end. Elsewhere (a plan
+    folder a user may edit) the bytes are copied.
     """
     out = []
     folder.mkdir(parents=True, exist_ok=True)
@@ -99,9 +100,11 @@ def _store(files: Iterable[Path | Dataset], folder: Path) -> list[Path]:
             header = load_datasets(item, stop_before_pixels=True)[0].dataset
             target = folder / _dicom_name(header)
             try:
+                if not link:
+                    raise OSError("copy requested")
                 os.link(item, target)
                 linked = True
-            except OSError:  # another file system, or links not supported
+            except OSError:  # a copy: asked for, another file system, or links not supported
                 durable_write(target, Path(item).read_bytes())
         out.append(target)
     if linked:
@@ -255,12 +258,13 @@ class SessionFolder:
         return [ScanRecord(int(p.name), p) for p in sorted(found, key=lambda p: int(p.name))]
 
     def new_scan(self, scan_files: Iterable[Path | Dataset]) -> ScanRecord:
-        """Store a received scan in the next scan folder (before it is analysed)."""
+        """Store a received scan in the next scan folder (files hard-linked where possible: pass
+        files nobody rewrites in place, such as the node's store)."""
         records = self.scans()
         index = records[-1].index + 1 if records else 1
         record = ScanRecord(index, self.path / "scans" / f"{index:02d}")
         record.folder.mkdir(parents=True, exist_ok=False)
-        _store(scan_files, record.ct_folder)
+        _store(scan_files, record.ct_folder, link=True)
         return record
 
     def record_result(
