@@ -152,8 +152,9 @@ def _run_demo(args: argparse.Namespace) -> int:
 
     from seedguide.demo import DemoOptions, run_demo
 
-    marker = args.out / "session" / "session.json"
-    if args.out.exists() and any(args.out.iterdir()) and not marker.is_file():
+    # An earlier demo left its session, or at least the node's store (stopped before the plan).
+    markers = (args.out / "session" / "session.json", args.out / "store" / "index.sqlite")
+    if args.out.exists() and any(args.out.iterdir()) and not any(m.is_file() for m in markers):
         sys.stderr.write(f"seedguide demo: error: {args.out} exists and is not a demo working folder\n")
         return EXIT_USAGE
     # A working folder of an earlier demo is replaced, never merged with the new one.
