@@ -25,6 +25,7 @@ from dicom_node.server import config_from_args
 from guidance.dicomio.dataset import load_datasets
 from guidance.dicomio.errors import DicomInputError
 from guidance.pipeline import GuidanceResult
+from seedguide.forward import parse_destination
 from seedguide.live import viewer_possible
 from seedguide.service import GuidanceService, Published
 
@@ -80,6 +81,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="working folder: DIR/store (received files), DIR/session (the session); "
                         "default seedguide-YYYYmmdd-HHMMSS")  # fmt: skip
     parser.add_argument("--headless", action="store_true", help="no viewer: print one line per scan")
+    parser.add_argument("--export-to", metavar="AE@HOST:PORT",
+                        help="send each scan's DICOM exports (RT Dose, RT Structure Set, RT Plan) to this "
+                        "Storage SCP, e.g. the planning system or a PACS")  # fmt: skip
     add_arguments(parser)
 
 
@@ -96,8 +100,9 @@ def run_serve(args: argparse.Namespace, *, stop: threading.Event | None = None) 
         out = args.out or Path(f"seedguide-{dt.datetime.now():%Y%m%d-%H%M%S}")
         if out.exists() and any(out.iterdir()):
             raise ConfigError(f"{out} is not empty: each procedure needs a new working folder")
-        service = GuidanceService(out, config, plan_files=plan_files)
-    except (ConfigError, DicomInputError, FileExistsError) as exc:
+        export_to = parse_destination(args.export_to, config.ae_title) if args.export_to else None
+        service = GuidanceService(out, config, plan_files=plan_files, export_to=export_to)
+    except (ConfigError, DicomInputError, FileExistsError, ValueError) as exc:
         sys.stderr.write(f"seedguide serve: error: {exc}\n")
         return EXIT_USAGE
     service.subscribe(

@@ -41,6 +41,7 @@ from guidance.pipeline import GuidanceResult, PipelineOptions, run_pipeline
 from guidance.registration import PreparedFixed, prepare_fixed
 from guidance.session import PlanBundle, ScanRecord, SessionFolder, load_plan_bundle, plan_status
 from guidance.volume import Volume
+from seedguide.forward import Destination, Forwarder
 
 __all__ = ["GuidanceService", "Published"]
 
@@ -100,6 +101,8 @@ class GuidanceService:
     plan_files : list of Path, optional
         The plan's files (from ``--plan DIR``); without them the plan is awaited from the node.
     options : PipelineOptions, optional
+    export_to : Destination, optional
+        Where each scan's DICOM exports are sent (C-STORE) once recorded.
     """
 
     def __init__(
@@ -109,6 +112,7 @@ class GuidanceService:
         *,
         plan_files: list[Path] | None = None,
         options: PipelineOptions | None = None,
+        export_to: Destination | None = None,
     ) -> None:
         from dataclasses import replace
 
@@ -127,6 +131,7 @@ class GuidanceService:
         self._worker = threading.Thread(target=self._run, name="guidance-worker", daemon=True)
         self._idle = threading.Event()
         self._idle.set()
+        self._forwarder = Forwarder(export_to) if export_to is not None else None
         if plan_files is not None:
             self._start_session(plan_files)
 
@@ -151,6 +156,8 @@ class GuidanceService:
         self.node.stop()
         self._queue.put(None)
         self._worker.join()
+        if self._forwarder is not None:
+            self._forwarder.close()
 
     def wait_idle(self, timeout_s: float) -> bool:
         """Wait until every announcement queued so far is handled; False on timeout."""
@@ -253,6 +260,8 @@ class GuidanceService:
         # Shown first, then recorded: the scan's CT is already durable in the store and in the
         # session folder; a crash here leaves a scan folder without result.json, analysed again on request.
         self.session.record_result(record, result, self.bundle)
+        if self._forwarder is not None:
+            self._forwarder.submit(record.folder / "exports")
 
 
 def _belongs(path: Path, bundle: PlanBundle) -> bool:

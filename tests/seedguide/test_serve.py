@@ -35,6 +35,7 @@ from simulators.case import PlanOptions, phantom_config, plan_case, plan_dataset
 from simulators.phantom import make_patient
 from simulators.procedure import iter_scans, simulate_procedure
 from simulators.push import PushTarget, push
+from tests.simulators.peers import storescp
 
 CONTEXT = StudyContext(
     patient_id="SERVE-TEST",
@@ -70,10 +71,19 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     case_plan = plan_case(patient, PlanOptions(prescription_gy=140.0, activity_mci=0.6))
     procedure = simulate_procedure(patient, case_plan.plan, "standard", seed=4, context=CONTEXT)
     procedure = dataclasses.replace(procedure, scans=procedure.scans[-2:])  # keep the test short
-    out = tmp_path_factory.mktemp("serve") / "work"
+    base = tmp_path_factory.mktemp("serve")
+    out, pacs = base / "work", base / "pacs"
+    with storescp(pacs, base / "storescp.log") as pacs_port:
+        found = _serve(out, f"STORESCP@127.0.0.1:{pacs_port}", (patient, case_plan, procedure))
+    return {**found, "pacs": pacs}
+
+
+def _serve(out: Path, export_to: str, case: tuple[Any, Any, Any]) -> dict[str, Any]:
+    patient, case_plan, procedure = case
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-m", "seedguide", "serve", "--headless", "--wait-for-plan", "--port", "0",
-               "--quiet-period", "0.5", "--allow", "SIMULATOR@127.0.0.1", "--out", str(out)]  # fmt: skip
+               "--quiet-period", "0.5", "--allow", "SIMULATOR@127.0.0.1", "--out", str(out),
+               "--export-to", export_to]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         listening = _wait_for_line(process, "listening on ", STARTUP_S)
@@ -189,3 +199,20 @@ def test_analyze_without_a_plan_reports_target_and_organ_metrics(
     )
     assert sorted(p.name for p in (tmp_path / "out" / "exports").iterdir()) == [
         "dose.dcm", "seeds_found.dcm", "structures.dcm"]  # fmt: skip
+
+
+def test_exports_reach_the_configured_destination(served: dict[str, Any]) -> None:
+    """Each scan's RT Dose, RT Structure Set and RT Plan arrive at a dcmtk storescp, as recorded."""
+    session = SessionFolder.open(served["out"] / "session")
+    received = [pydicom.dcmread(p, stop_before_pixels=True) for p in served["pacs"].iterdir() if p.is_file()]
+    sent = {}
+    for record in session.scans():
+        forwarded = json.loads((record.folder / "exports" / "forwarded.json").read_text())
+        assert forwarded["ok"] and forwarded["destination"].startswith("STORESCP@127.0.0.1:")
+        for name, path in record.exports().items():
+            sent[str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)] = name
+    assert len(sent) == 3 * len(served["outputs"])
+    assert {str(ds.SOPInstanceUID) for ds in received} == set(sent)
+    assert sorted(str(ds.Modality) for ds in received) == sorted(
+        ["RTDOSE", "RTSTRUCT", "RTPLAN"] * len(served["outputs"])
+    )
