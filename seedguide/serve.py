@@ -81,6 +81,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="working folder: DIR/store (received files), DIR/session (the session); "
                         "default seedguide-YYYYmmdd-HHMMSS")  # fmt: skip
     parser.add_argument("--headless", action="store_true", help="no viewer: print one line per scan")
+    parser.add_argument("--verification", action="store_true",
+                        help="the scans verify a finished implant (post-implant CT): planned seeds not found "
+                        "are reported missing")  # fmt: skip
     parser.add_argument("--export-to", metavar="AE@HOST:PORT",
                         help="send each scan's DICOM exports (RT Dose, RT Structure Set, RT Plan) to this "
                         "Storage SCP, e.g. the planning system or a PACS")  # fmt: skip
@@ -101,7 +104,8 @@ def run_serve(args: argparse.Namespace, *, stop: threading.Event | None = None) 
         if out.exists() and any(out.iterdir()):
             raise ConfigError(f"{out} is not empty: each procedure needs a new working folder")
         export_to = parse_destination(args.export_to, config.ae_title) if args.export_to else None
-        service = GuidanceService(out, config, plan_files=plan_files, export_to=export_to)
+        service = GuidanceService(out, config, plan_files=plan_files, export_to=export_to,
+                                  verification=args.verification)  # fmt: skip
     except (ConfigError, DicomInputError, FileExistsError, ValueError) as exc:
         sys.stderr.write(f"seedguide serve: error: {exc}\n")
         return EXIT_USAGE

@@ -103,6 +103,9 @@ class GuidanceService:
     options : PipelineOptions, optional
     export_to : Destination, optional
         Where each scan's DICOM exports are sent (C-STORE) once recorded.
+    verification : bool
+        The scans verify a finished implant (e.g. a post-implant CT): planned seeds not
+        found are reported missing, not "not yet implanted".
     """
 
     def __init__(
@@ -113,12 +116,14 @@ class GuidanceService:
         plan_files: list[Path] | None = None,
         options: PipelineOptions | None = None,
         export_to: Destination | None = None,
+        verification: bool = False,
     ) -> None:
         from dataclasses import replace
 
         self.out = Path(out)
         self.node = Node(replace(node_config, store_dir=self.out / "store"))
         self.options = options or PipelineOptions()
+        self.verification = verification
         self.session: SessionFolder | None = None
         self.bundle: PlanBundle | None = None
         self.failures: list[str] = []
@@ -241,7 +246,8 @@ class GuidanceService:
         scan = read_ct_series(list(ready.paths))
         read = time.perf_counter()
         result = run_pipeline(scan, self.bundle.plan, self._fixed or self.bundle.planning_ct,
-                              previous=self._previous, options=self.options)  # fmt: skip
+                              previous=self._previous, options=self.options,
+                              verification=self.verification)  # fmt: skip
         analysed = time.perf_counter()
         record = self.session.new_scan(list(ready.paths))
         seconds = {

@@ -83,7 +83,7 @@ def _serve(out: Path, export_to: str, case: tuple[Any, Any, Any]) -> dict[str, A
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-m", "seedguide", "serve", "--headless", "--wait-for-plan", "--port", "0",
                "--quiet-period", "0.5", "--allow", "SIMULATOR@127.0.0.1", "--out", str(out),
-               "--export-to", export_to]  # fmt: skip
+               "--export-to", export_to, "--verification"]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         listening = _wait_for_line(process, "listening on ", STARTUP_S)
@@ -130,6 +130,7 @@ def _result_of(served: dict[str, Any], k: int) -> tuple[dict[str, Any], dict[str
 @pytest.mark.parametrize("k", [0, 1])
 def test_results_match_the_ground_truth(served: dict[str, Any], k: int) -> None:
     result, truth = _result_of(served, k)
+    assert result["is_verification"]  # served with --verification
     assert result["registration"]["verdict"] == "pass"
     to_plan = np.array(result["registration"]["scan_to_plan_matrix_mm"])
     true_to_plan = np.linalg.inv(np.array(truth["planning_to_scan"]))
