@@ -103,6 +103,8 @@ def run_demo(
     all_in = threading.Event()
 
     def _keep(item: Published) -> None:
+        if not item.complete:
+            return
         truth = truths.get(item.series_instance_uid)
         if truth is not None:
             durable_write(item.record.folder / "truth.json", _json_dumps(truth))

@@ -59,6 +59,8 @@ def printer(write: TextIO, prescription_gy: Callable[[], float | None]) -> Calla
     """A subscriber printing each result's summary and warnings."""
 
     def _print(published: Published) -> None:
+        if not published.complete:
+            return  # the line comes with the suggestions
         seconds = published.published_at - published.announced_at
         write.write(scan_summary(published.record.index, published.result, prescription_gy(), seconds) + "\n")
         for warning in published.result.warnings:

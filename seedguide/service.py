@@ -28,7 +28,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dicom_node.assembler import SeriesKind, SeriesReady
@@ -37,7 +37,7 @@ from dicom_node.server import Node
 from guidance.dicomio.ct import read_ct_series
 from guidance.dicomio.dataset import load_datasets
 from guidance.dicomio.errors import DicomInputError
-from guidance.pipeline import GuidanceResult, PipelineOptions, run_pipeline
+from guidance.pipeline import GuidanceResult, PipelineOptions, add_suggestions, run_pipeline
 from guidance.registration import PreparedFixed, prepare_fixed
 from guidance.session import PlanBundle, ScanRecord, SessionFolder, load_plan_bundle, plan_status
 from guidance.volume import Volume
@@ -67,7 +67,12 @@ class Published:
         time.time() when the node announced the series and when the result was published.
     seconds : dict of str to float
         Wall time of the service's own steps: ``read`` (CT series from the store),
-        ``pipeline`` (all stages, see ``result.stages``), ``session`` (linking the scan into the session).
+        ``pipeline`` (the stages up to the cold spots, see ``result.stages``), ``session``
+        (linking the scan into the session), and on the complete result ``suggest``.
+    complete : bool
+        False for the first publication of a scan (coverage, before the suggestions); True
+        for the result with its suggestions, which is the one recorded. Without
+        suggestions (``PipelineOptions.suggest`` False) there is one publication, complete.
     """
 
     record: ScanRecord
@@ -78,6 +83,7 @@ class Published:
     announced_at: float
     published_at: float
     seconds: dict[str, float] = field(default_factory=dict)
+    complete: bool = True
 
 
 Subscriber = Callable[[Published], None]
@@ -118,8 +124,6 @@ class GuidanceService:
         export_to: Destination | None = None,
         verification: bool = False,
     ) -> None:
-        from dataclasses import replace
-
         self.out = Path(out)
         self.node = Node(replace(node_config, store_dir=self.out / "store"))
         self.options = options or PipelineOptions()
@@ -141,7 +145,11 @@ class GuidanceService:
             self._start_session(plan_files)
 
     def subscribe(self, callback: Subscriber) -> None:
-        """Call ``callback(published)`` with each result, before it is recorded (from the worker thread)."""
+        """Call ``callback(published)`` with each result, before it is recorded (from the worker thread).
+
+        With suggestions on, each scan is published twice: coverage first (``complete`` False),
+        then with the suggestions.
+        """
         self._subscribers.append(callback)
 
     def subscribe_plan(self, callback: Callable[[PlanBundle], None]) -> None:
@@ -245,8 +253,9 @@ class GuidanceService:
         began = time.perf_counter()
         scan = read_ct_series(list(ready.paths))
         read = time.perf_counter()
-        result = run_pipeline(scan, self.bundle.plan, self._fixed or self.bundle.planning_ct,
-                              previous=self._previous, options=self.options,
+        fixed = self._fixed or self.bundle.planning_ct
+        first_options = replace(self.options, suggest=False)
+        result = run_pipeline(scan, self.bundle.plan, fixed, previous=self._previous, options=first_options,
                               verification=self.verification)  # fmt: skip
         analysed = time.perf_counter()
         record = self.session.new_scan(list(ready.paths))
@@ -256,18 +265,28 @@ class GuidanceService:
             "session": time.perf_counter() - analysed,
         }
         self._previous = result if result.scan_to_plan is not None else self._previous
-        published = Published(record, scan, result, ready.series_instance_uid, ready.last_arrival,
-                              announced_at, time.time(), seconds)  # fmt: skip
-        for callback in self._subscribers:
-            try:
-                callback(published)
-            except Exception:
-                logger.exception("a result subscriber failed")
+        timing = (ready.last_arrival, announced_at)
+        if self.options.suggest:  # coverage now, the suggestions (the slowest stage) right after
+            self._publish(Published(record, scan, result, ready.series_instance_uid, *timing, time.time(),
+                                    dict(seconds), complete=False))  # fmt: skip
+            began = time.perf_counter()
+            result = add_suggestions(result, scan, self.bundle.plan, fixed, options=self.options)
+            seconds["suggest"] = time.perf_counter() - began
+        self._publish(
+            Published(record, scan, result, ready.series_instance_uid, *timing, time.time(), seconds)
+        )
         # Shown first, then recorded: the scan's CT is already durable in the store and in the
         # session folder; a crash here leaves a scan folder without result.json, analysed again on request.
         self.session.record_result(record, result, self.bundle)
         if self._forwarder is not None:
             self._forwarder.submit(record.folder / "exports")
+
+    def _publish(self, published: Published) -> None:
+        for callback in self._subscribers:
+            try:
+                callback(published)
+            except Exception:
+                logger.exception("a result subscriber failed")
 
 
 def _belongs(path: Path, bundle: PlanBundle) -> bool:

@@ -11,7 +11,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -26,7 +26,7 @@ from guidance.provenance import Provenance
 from guidance.registration import PreparedFixed, RegistrationResult, Verdict
 from guidance.volume import Volume
 
-__all__ = ["run_pipeline"]
+__all__ = ["add_suggestions", "run_pipeline"]
 
 logger = logging.getLogger(__name__)
 
@@ -272,3 +272,42 @@ def run_pipeline(
         cold_spots=cold, suggestions=suggestions, warnings=(*runner.warnings, *warnings, *extra),
         stages=tuple(runner.runs),
     )  # fmt: skip
+
+
+def add_suggestions(
+    result: GuidanceResult,
+    scan: Volume,
+    plan: Plan,
+    planning_ct: Volume | PreparedFixed | None,
+    *,
+    options: PipelineOptions | None = None,
+) -> GuidanceResult:
+    """``result`` (run with ``suggest=False``) completed with the extra-seed suggestions.
+
+    Lets a live service show coverage as soon as it is known and the suggestions, the
+    slowest stage when much of the target is still cold, a moment later. The same
+    inputs as the run that made ``result``; returns it unchanged when it has no dose or
+    cold-spot report (the skip reason stays).
+    """
+    opts = options or PipelineOptions()
+    if result.dose is None or result.cold_spots is None or result.scan_to_plan is None:
+        return result
+    fixed_ct = scan if planning_ct is None else planning_ct
+    ct = fixed_ct.volume if isinstance(fixed_ct, PreparedFixed) else fixed_ct
+    plan, _ = stages.strengths_at(plan, opts.implant_datetime or _acquired(scan))
+    away = stages.organs_outside(plan, result.dose.grid)
+    body = stages.body_mask_on(result.dose.grid, plan, ct, opts)
+    needles_plan = stages.needles_in_plan(result.needles, result.scan_to_plan)
+    mapped = (result.seeds_plan_mm, result.seed_directions_plan)
+    runner = _Runner()
+    context = (needles_plan, result.match, away)
+    suggestions = runner.stage(
+        "suggest", {}, stages.suggestion_stage, result.dose, mapped, plan, body, context, opts
+    )
+    kept = tuple(s for s in result.stages if s.stage != "suggest")
+    return replace(
+        result,
+        suggestions=suggestions,
+        stages=(*kept, *runner.runs),
+        warnings=(*result.warnings, *runner.warnings),
+    )

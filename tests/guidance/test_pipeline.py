@@ -13,7 +13,7 @@ import pytest
 from guidance.dicomio.ct import read_ct_series
 from guidance.dicomio.dataset import StudyContext
 from guidance.dose import dose_on_grid, evaluate_plan_dose
-from guidance.pipeline import SCHEMA_VERSION, GuidanceResult, PipelineOptions, run_pipeline
+from guidance.pipeline import SCHEMA_VERSION, GuidanceResult, PipelineOptions, add_suggestions, run_pipeline
 from guidance.pipeline.warnings import scan_warnings, target_outside_fraction
 from guidance.plan import Plan
 from guidance.volume import Volume
@@ -235,3 +235,18 @@ def test_seed_strengths_are_decayed_to_the_scan_date(standard: tuple[Case, Guida
     assert any("no strength reference date" in w for w in result.warnings) == (
         plan.strength_reference_datetime is None
     )
+
+
+def test_suggestions_added_later_equal_those_of_a_full_run(cold: tuple[Case, GuidanceResult]) -> None:
+    """Coverage first, suggestions after (live service): the same suggestions as one full run."""
+    (scan, plan, ct, _), full = cold
+    first = run_pipeline(scan, plan, ct, options=PipelineOptions(suggest=False))
+    assert first.suggestions is None
+    later = add_suggestions(first, scan, plan, ct)
+    assert later.suggestions is not None and full.suggestions is not None
+    assert len(later.suggestions.suggestions) == len(full.suggestions.suggestions) > 0
+    ours = np.array([s.position_mm for s in later.suggestions.suggestions])
+    theirs = np.array([s.position_mm for s in full.suggestions.suggestions])
+    np.testing.assert_allclose(ours, theirs, atol=0.5)
+    assert [s.stage for s in later.stages] == [s.stage for s in full.stages]
+    assert later.dose is first.dose and later.cold_spots is first.cold_spots
