@@ -13,12 +13,13 @@ M. A. Fischler and R. C. Bolles, "Random sample consensus", Commun. ACM 24 (1981
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["LineRun", "find_line_runs", "principal_line"]
+__all__ = ["LineRun", "bridge_runs", "find_line_runs", "principal_line"]
 
 _SCORE_POINTS = 1500
 _BATCH = 50
@@ -215,3 +216,74 @@ def _merge_collinear(runs: list[LineRun], inlier_mm: float, max_gap_mm: float) -
             if merged:
                 break
     return sorted(runs, key=lambda r: -r.length_mm)
+
+
+def _extended(run: LineRun, profile: Callable[[NDArray[np.float64]], NDArray[np.float64]], level: float,
+              step_mm: float, reach_mm: float, max_gap_mm: float) -> LineRun:  # fmt: skip
+    """The run lengthened at each end along its axis while ``profile`` stays at ``level``."""
+    t = np.arange(step_mm, reach_mm, step_mm)
+    ends = [run.start_mm, run.stop_mm]
+    for k, sign in ((0, -1.0), (1, 1.0)):
+        values = profile(run.centre_mm + (ends[k] + sign * t)[:, None] * run.direction)
+        above = np.concatenate([[0.0], t[values >= level]])
+        cuts = np.flatnonzero(np.diff(above) > max_gap_mm)
+        ends[k] += sign * float(above[cuts[0]] if len(cuts) else above[-1])
+    return replace(run, start_mm=ends[0], stop_mm=ends[1])
+
+
+def bridge_runs(
+    runs: list[LineRun],
+    profile: Callable[[NDArray[np.float64]], NDArray[np.float64]],
+    levels: list[float],
+    *,
+    inlier_mm: float,
+    max_gap_mm: float,
+    step_mm: float,
+    reach_mm: float,
+    max_angle_deg: float = 1.0,
+) -> list[LineRun]:
+    """Runs carried along their axis over stretches where ``profile`` stays at their level, then merged.
+
+    A needle that falls below the point level where it straddles two thick slices is found
+    as pieces; each piece is lengthened while the intensity on its axis stays at
+    ``levels[i]`` (``profile`` maps points (n, 3) in mm to values), across dips shorter
+    than ``max_gap_mm`` (a dark streak, as between points of a run). A run then lying along a
+    longer one (most of its points within ``inlier_mm`` of that one's segment) is the same
+    needle: it is dropped, and its points join the longer run's fit when the two are
+    within ``max_angle_deg``.
+    """
+    extended = sorted(
+        (
+            _extended(run, profile, level, step_mm, reach_mm, max_gap_mm)
+            for run, level in zip(runs, levels, strict=True)
+        ),
+        key=lambda r: -r.length_mm,
+    )
+    kept: list[LineRun] = []
+    for run in extended:
+        for i, other in enumerate(kept):
+            along = (run.points_mm - other.centre_mm) @ other.direction
+            within = (
+                (_distance_to_line(run.points_mm, other.centre_mm, other.direction) <= inlier_mm)
+                & (along >= other.start_mm - inlier_mm)
+                & (along <= other.stop_mm + inlier_mm)
+            )
+            if np.mean(within) < 0.5:
+                continue
+            if abs(float(run.direction @ other.direction)) >= np.cos(np.radians(max_angle_deg)):
+                kept[i] = _refit(other, run.points_mm)
+            break
+        else:
+            kept.append(run)
+    return kept
+
+
+def _refit(run: LineRun, points_mm: NDArray[np.float64]) -> LineRun:
+    """``run`` refitted on its points and ``points_mm``, over its own extent and theirs."""
+    points = np.vstack([run.points_mm, points_mm])
+    ends = run.centre_mm + np.outer([run.start_mm, run.stop_mm], run.direction)
+    centre, _, vectors = principal_line(points)
+    direction = vectors[:, 0] if float(vectors[:, 0] @ run.direction) >= 0.0 else -vectors[:, 0]
+    along = np.concatenate([(points - centre) @ direction, (ends - centre) @ direction])
+    rms = float(np.sqrt(np.mean(_distance_to_line(points, centre, direction) ** 2)))
+    return LineRun(centre, direction, float(along.min()), float(along.max()), rms, points, run.shell_ratio)

@@ -35,7 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from guidance import __version__
-from guidance.detection.lines import LineRun, find_line_runs
+from guidance.detection.lines import LineRun, bridge_runs, find_line_runs
 from guidance.detection.result import NEEDLE_STAGE, DetectedNeedle, NeedleDetection, NeedleOptions
 from guidance.provenance import Provenance
 from guidance.volume import Grid, Volume
@@ -224,15 +224,19 @@ def _exit_distance(
 
 
 def _half_level_edge(
-    ct: Volume, origin: NDArray[np.float64], direction: NDArray[np.float64]
+    ct: Volume, origin: NDArray[np.float64], direction: NDArray[np.float64], blur_mm: float
 ) -> tuple[float, float]:
-    """Offset (mm, along ``direction`` from ``origin``) where the profile falls to half, and the contrast."""
+    """Offset (mm, along ``direction`` from ``origin``) where the profile falls to half, and the contrast.
+
+    The plateau is the level just outside the edge's blur (1.5 to 4 ``blur_mm`` before
+    the end): where the tip lies split between two slices, that is its partial-volume level.
+    """
     t = np.arange(-_PROFILE_REACH_MM, _PROFILE_REACH_MM + 1e-9, _STEP_MM)
     profile = _sample(ct, origin + t[:, None] * direction)
-    plateau = float(np.median(profile[(t >= -_PROFILE_REACH_MM) & (t <= -3.0)]))
+    plateau = float(np.median(profile[(t >= -4.0 * blur_mm) & (t <= -1.5 * blur_mm)]))
     beyond = float(np.median(profile[t >= 5.0]))
     half = 0.5 * (plateau + beyond)
-    start = int(np.searchsorted(t, -3.0))
+    start = int(np.searchsorted(t, -1.5 * blur_mm))
     below = np.flatnonzero(profile[start:] < half)
     if len(below) == 0 or plateau <= beyond:
         return 0.0, plateau - beyond
@@ -269,7 +273,7 @@ def _measure(
         tip = tip_end
         reasons.append("tip outside the scanned range")
     else:
-        offset, contrast = _half_level_edge(ct, tip_end, direction)
+        offset, contrast = _half_level_edge(ct, tip_end, direction, opts.edge_blur_mm)
         tip = tip_end + offset * direction
         if contrast < 0.5 * (opts.metal_hu - opts.body_hu):
             reasons.append(f"low contrast at the tip ({contrast:.0f} HU)")
@@ -333,6 +337,7 @@ def detect_needles(ct: Volume, *, options: NeedleOptions | None = None) -> Needl
     ) if len(points) else []  # fmt: skip
     notes: list[str] = []
     runs = _needle_like(ct, runs, opts, notes)
+    runs = _bridged(ct, runs, opts, max_gap_mm)
     needles: tuple[DetectedNeedle, ...] = ()
     if runs:
         body, steps = body_mask(ct, body_hu=opts.body_hu)
@@ -368,6 +373,64 @@ def _needle_like(ct: Volume, runs: list[LineRun], opts: NeedleOptions, notes: li
             f"{rows} straight runs rejected: separate objects in a row (seeds), not a continuous rod"
         )
     return kept
+
+
+def _slab_profile(ct: Volume, opts: NeedleOptions, points_mm: NDArray[np.float64]) -> NDArray[np.float64]:
+    """HU at the points, partial-volume aware: the larger of the two nearest slices' values.
+
+    Each slice is sampled in-plane (bilinear) at the point and on a circle half the inlier
+    distance about it; outside the scan the value is -inf.
+    """
+    from scipy import ndimage
+
+    index = ct.patient_to_index(points_mm)
+    inside = ct.grid.contains_index(index)
+    offsets = np.vstack([np.zeros(2), _ring_offsets_mm(0.5 * opts.inlier_mm, 8) / ct.spacing_mm[1:]])
+    best = np.full(len(index), -np.inf)
+    for slice_index in (np.floor(index[:, 0]), np.floor(index[:, 0]) + 1.0):
+        coords = np.stack([
+            np.repeat(np.clip(slice_index, 0, ct.shape[0] - 1)[:, None], len(offsets), 1),
+            index[:, 1, None] + offsets[None, :, 0], index[:, 2, None] + offsets[None, :, 1],
+        ]).reshape(3, -1)  # fmt: skip
+        values = ndimage.map_coordinates(
+            np.asarray(ct.array), coords, output=np.float32, order=1, mode="nearest"
+        )
+        best = np.maximum(best, values.reshape(len(index), -1).max(axis=1))
+    best[~inside] = -np.inf
+    return best
+
+
+def _ring_offsets_mm(radius_mm: float, count: int) -> NDArray[np.float64]:
+    angles = np.linspace(0.0, 2.0 * np.pi, count, endpoint=False)
+    ring: NDArray[np.float64] = radius_mm * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    return ring
+
+
+def _bridged(ct: Volume, runs: list[LineRun], opts: NeedleOptions, max_gap_mm: float) -> list[LineRun]:
+    """Needle pieces carried along their axis where the steel is split between two slices, then merged.
+
+    A rod split evenly over two slices shows half its in-slice contrast in each; a run is
+    lengthened while the larger of the two nearest slices (:func:`_slab_profile`) stays
+    above half that, a quarter of the way from the tissue around the run to its plateau
+    (the 90th percentile of the same profile along it), across dips no longer than the
+    gaps bridged between metal points. Tips and the gaps between seeds fall to the tissue.
+    """
+    if not runs:
+        return runs
+    step = 0.5 * float(np.min(ct.spacing_mm))
+    levels: list[float] = []
+    for run in runs:
+        tissue = float(np.median(_surroundings(ct, run, opts)))
+        t = np.arange(run.start_mm, run.stop_mm + 1e-9, step)
+        plateau = float(
+            np.percentile(_slab_profile(ct, opts, run.centre_mm + t[:, None] * run.direction), 90)
+        )
+        levels.append(tissue + 0.25 * (plateau - tissue))
+    reach = float(np.linalg.norm(np.asarray(ct.shape) * ct.spacing_mm))
+    return bridge_runs(
+        runs, lambda points: _slab_profile(ct, opts, points), levels,
+        inlier_mm=opts.inlier_mm, max_gap_mm=max_gap_mm, step_mm=step, reach_mm=reach,
+    )  # fmt: skip
 
 
 def _validate_ct(ct: Volume) -> None:

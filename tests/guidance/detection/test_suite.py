@@ -139,10 +139,6 @@ def test_needles_on_one_mm_slices(scan: int) -> None:
     assert max(tally.angle_errors_deg) <= 1.0
 
 
-_NEEDLE_SHORTFALL = "2 mm: an in-plane needle straddling 2 slices drops below the level; tip off"
-
-
-@pytest.mark.xfail(strict=True, reason=_NEEDLE_SHORTFALL)
 def test_needles(needles: Tally) -> None:
     assert len(needles.tip_errors_mm) == 3 * len(_NEEDLE_SCANS)
     assert max(needles.tip_errors_mm) <= 1.0
