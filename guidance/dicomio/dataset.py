@@ -26,6 +26,7 @@ __all__ = [
     "DatasetSource",
     "LoadedDataset",
     "StudyContext",
+    "file_name",
     "from_bytes",
     "load_datasets",
     "new_dataset",
@@ -226,6 +227,21 @@ def from_bytes(data: bytes) -> Dataset:
     return pydicom.dcmread(io.BytesIO(data))
 
 
+def file_name(dataset: Dataset, *, prefix: str = "") -> str:
+    """``<prefix><Modality>.<SOPInstanceUID>.dcm``: a file name from validated UIDs only.
+
+    Raises
+    ------
+    ValueError
+        If the SOPInstanceUID is not a valid UID (PS3.5 9.1).
+    """
+    uid = str(dataset.SOPInstanceUID)
+    if not UID(uid).is_valid:
+        raise ValueError(f"refusing to name a file after invalid SOPInstanceUID {uid!r}")
+    modality = "".join(ch for ch in str(dataset.get("Modality", "OT")) if ch.isalnum()) or "OT"
+    return f"{prefix}{modality}.{uid}.dcm"
+
+
 def save(datasets: Sequence[Dataset], folder: str | os.PathLike[str], *, prefix: str = "") -> list[Path]:
     """Write datasets into ``folder`` as ``<prefix><Modality>.<SOPInstanceUID>.dcm``.
 
@@ -236,11 +252,7 @@ def save(datasets: Sequence[Dataset], folder: str | os.PathLike[str], *, prefix:
     out.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
     for dataset in datasets:
-        uid = str(dataset.SOPInstanceUID)
-        if not UID(uid).is_valid:
-            raise ValueError(f"refusing to name a file after invalid SOPInstanceUID {uid!r}")
-        modality = "".join(ch for ch in str(dataset.get("Modality", "OT")) if ch.isalnum()) or "OT"
-        target = out / f"{prefix}{modality}.{uid}.dcm"
+        target = out / file_name(dataset, prefix=prefix)
         partial = target.with_suffix(".dcm.partial")
         partial.write_bytes(to_bytes(dataset))
         partial.replace(target)

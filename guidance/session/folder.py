@@ -33,7 +33,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 
 from guidance.dicomio.ct import read_ct_series
-from guidance.dicomio.dataset import load_datasets, to_bytes
+from guidance.dicomio.dataset import file_name, load_datasets, to_bytes
 from guidance.dicomio.rtdose import read_rtdose
 from guidance.pipeline import GuidanceResult
 from guidance.session.exports import result_exports
@@ -46,7 +46,6 @@ logger = logging.getLogger(__name__)
 
 SESSION_SCHEMA = "seedguide.session/1"
 _SCAN_FOLDER = re.compile(r"^\d{2,4}$")
-_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 
 def _fsync_directory(folder: Path) -> None:
@@ -73,14 +72,6 @@ def _write_json(path: Path, value: Mapping[str, Any]) -> None:
     durable_write(path, (json.dumps(value, indent=1, allow_nan=False) + "\n").encode())
 
 
-def _dicom_name(dataset: Dataset) -> str:
-    uid = str(dataset.SOPInstanceUID)
-    if not _UID.match(uid) or len(uid) > 64:
-        raise ValueError(f"refusing to name a file after invalid SOPInstanceUID {uid!r}")
-    modality = "".join(ch for ch in str(dataset.get("Modality", "OT")) if ch.isalnum()) or "OT"
-    return f"{modality}.{uid}.dcm"
-
-
 def _store(files: Iterable[Path | Dataset], folder: Path, *, link: bool = False) -> list[Path]:
     """Put files (copied byte for byte, or hard-linked) or datasets into ``folder``, named by SOP UID.
 
@@ -94,11 +85,11 @@ def _store(files: Iterable[Path | Dataset], folder: Path, *, link: bool = False)
     linked = False
     for item in files:
         if isinstance(item, Dataset):
-            target = folder / _dicom_name(item)
+            target = folder / file_name(item)
             durable_write(target, to_bytes(item))
         else:
             header = load_datasets(item, stop_before_pixels=True)[0].dataset
-            target = folder / _dicom_name(header)
+            target = folder / file_name(header)
             try:
                 if not link:
                     raise OSError("copy requested")
@@ -191,8 +182,9 @@ class ScanRecord:
 class SessionFolder:
     """A session folder being written or reopened (see the module docstring)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, bundle: PlanBundle | None = None) -> None:
         self.path = Path(path)
+        self._bundle = bundle  # the plan, once read
 
     @property
     def plan_folder(self) -> Path:
@@ -226,6 +218,7 @@ class SessionFolder:
             "planned_seeds": len(bundle.plan.seeds),
         })  # fmt: skip
         logger.info("session %s created for plan %s", session.path, bundle.plan.sop_instance_uid)
+        session._bundle = bundle
         return session
 
     @classmethod
@@ -247,7 +240,10 @@ class SessionFolder:
         return value
 
     def load_bundle(self) -> PlanBundle:
-        return load_plan_bundle(self.plan_folder)
+        """The session's plan (read from ``plan/`` once; the folder is written once)."""
+        if self._bundle is None:
+            self._bundle = load_plan_bundle(self.plan_folder)
+        return self._bundle
 
     def scans(self) -> list[ScanRecord]:
         """Every scan folder, in order (complete or not)."""
