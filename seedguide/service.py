@@ -35,11 +35,10 @@ from dicom_node.assembler import SeriesKind, SeriesReady
 from dicom_node.config import NodeConfig
 from dicom_node.server import Node
 from guidance.dicomio.ct import read_ct_series
-from guidance.dicomio.dataset import load_datasets
 from guidance.dicomio.errors import DicomInputError
 from guidance.pipeline import GuidanceResult, PipelineOptions, add_suggestions, run_pipeline
 from guidance.registration import PreparedFixed, prepare_fixed
-from guidance.session import PlanBundle, ScanRecord, SessionFolder, load_plan_bundle, plan_status
+from guidance.session import PlanBundle, PlanStatus, ScanRecord, SessionFolder, plan_status
 from guidance.volume import Volume
 from seedguide.forward import Destination, Forwarder
 
@@ -142,7 +141,7 @@ class GuidanceService:
         self._idle.set()
         self._forwarder = Forwarder(export_to) if export_to is not None else None
         if plan_files is not None:
-            self._start_session(plan_files)
+            self._start_session(plan_status(plan_files))
 
     def subscribe(self, callback: Subscriber) -> None:
         """Call ``callback(published)`` with each result, before it is recorded (from the worker thread).
@@ -222,7 +221,7 @@ class GuidanceService:
         if not status.complete:
             logger.info("waiting for the plan: missing %s", "; ".join(status.missing))
             return
-        self._start_session(candidates)
+        self._start_session(status)
         assert self.bundle is not None
         planning_series = self.bundle.structure_set.referenced_series_uid
         waiting, self._pending = self._pending.scans, _Pending()
@@ -230,13 +229,10 @@ class GuidanceService:
             if ready.series_instance_uid != planning_series:
                 self._analyse(ready, announced_at)
 
-    def _start_session(self, plan_files: list[Path]) -> None:
-        status = plan_status(plan_files)
+    def _start_session(self, status: PlanStatus) -> None:
         if not status.complete:
             raise DicomInputError(f"the plan files are incomplete: missing {'; '.join(status.missing)}")
-        bundle = load_plan_bundle(plan_files)
-        used = [p for p in plan_files if _belongs(p, bundle)]
-        self.session = SessionFolder.create(self.out / "session", used)
+        self.session = SessionFolder.create(self.out / "session", status.paths)
         self.bundle = self.session.load_bundle()
         self._fixed = prepare_fixed(self.bundle.planning_ct, **self.options.registration)
         plan = self.bundle.plan
@@ -287,13 +283,3 @@ class GuidanceService:
                 callback(published)
             except Exception:
                 logger.exception("a result subscriber failed")
-
-
-def _belongs(path: Path, bundle: PlanBundle) -> bool:
-    """Whether ``path`` is one of the bundle's three objects (plan, structure set, planning CT slice)."""
-    ds = load_datasets(path, stop_before_pixels=True)[0].dataset
-    uid = str(ds.get("SOPInstanceUID", ""))
-    series = str(ds.get("SeriesInstanceUID", ""))
-    return uid in (bundle.plan.sop_instance_uid, bundle.structure_set.sop_instance_uid) or (
-        series == bundle.structure_set.referenced_series_uid
-    )

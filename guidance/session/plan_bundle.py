@@ -24,6 +24,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from pydicom.dataset import Dataset
 
@@ -80,11 +81,15 @@ class PlanStatus:
         Human-readable, e.g. "RT Structure Set 1.2.3 referenced by the RT Plan".
     plan_uid : str
         SOPInstanceUID of the RT Plan ("" before it arrives).
+    paths : tuple of Path
+        When complete, the files of the linked plan (RT Plan, RT Structure Set, planning
+        CT slices) among those given; other files are left out.
     """
 
     complete: bool
     missing: tuple[str, ...]
     plan_uid: str = ""
+    paths: tuple[Path, ...] = ()
 
 
 def _sorted(
@@ -156,9 +161,13 @@ def plan_status(source: DatasetSource) -> PlanStatus:
     Only headers are read. Used to wait for a plan sent object by object.
     """
     loaded = load_datasets(source, stop_before_pixels=True)
-    plan, _, _, missing = _links(loaded)
+    plan, structure_set, series_uid, missing = _links(loaded)
     uid = "" if plan is None else str(plan.dataset.get("SOPInstanceUID", ""))
-    return PlanStatus(not missing, tuple(missing), uid)
+    if missing or plan is None or structure_set is None:
+        return PlanStatus(False, tuple(missing), uid)
+    ct = [i for i in loaded if str(i.dataset.get("SeriesInstanceUID", "")) == series_uid]
+    paths = tuple(i.path for i in (plan, structure_set, *ct) if i.path is not None)
+    return PlanStatus(True, (), uid, paths)
 
 
 def context_of(dataset: Dataset) -> StudyContext:

@@ -100,6 +100,9 @@ def test_plan_status_says_what_is_missing(recorded: Recorded) -> None:
     assert no_ct.missing == (f"planning CT series {recorded.bundle.structure_set.referenced_series_uid} "
                              "referenced by the RT Structure Set",)  # fmt: skip
     assert plan_status(files).complete
+    assert plan_status(files).paths == ()  # datasets in memory: no files to name
+    on_disk = sorted(recorded.session.plan_folder.iterdir())
+    assert sorted(plan_status(on_disk).paths) == on_disk
     with pytest.raises(DicomInputError, match="incomplete plan; missing RT Structure Set"):
         load_plan_bundle(by_modality["RTPLAN"] + by_modality["CT"])
 
