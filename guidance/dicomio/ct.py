@@ -48,7 +48,7 @@ from guidance.dicomio.series import (
     stack_slices,
     transfer_syntax_of,
 )
-from guidance.dicomio.values import ds_text
+from guidance.dicomio.values import dicom_datetime, ds_text
 from guidance.volume import Volume, affine_from_dicom
 
 __all__ = ["CT_SOP_CLASSES", "read_ct_series", "write_ct_series"]
@@ -211,14 +211,12 @@ def _one_value(members: Sequence[LoadedDataset], keyword: str) -> str:
 def _acquired(ds: Any) -> str | None:
     """When the images were acquired (ISO 8601): Acquisition, else Content, Series or Study date/time."""
     for prefix in ("Acquisition", "Content", "Series", "Study"):
-        date = str(ds.get(f"{prefix}Date", "") or "")
-        if len(date) != 8 or not date.isdigit():
-            continue
-        time = "".join(ch for ch in str(ds.get(f"{prefix}Time", "") or "").split(".")[0] if ch.isdigit())
         try:
-            return dt.datetime.strptime(date + time.ljust(6, "0")[:6], "%Y%m%d%H%M%S").isoformat()
+            when = dicom_datetime(ds.get(f"{prefix}Date"), ds.get(f"{prefix}Time"))
         except ValueError:
             continue
+        if when is not None:
+            return when.isoformat()
     return None
 
 

@@ -53,7 +53,6 @@ from numpy.typing import NDArray
 from pydicom.datadict import keyword_for_tag
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.valuerep import DA, TM
 
 from guidance.dicomio.dataset import (
     DatasetSource,
@@ -61,6 +60,7 @@ from guidance.dicomio.dataset import (
     load_datasets,
 )
 from guidance.dicomio.errors import DicomInputError, UnsupportedPlanError
+from guidance.dicomio.values import dicom_datetime
 from guidance.plan import Isotope, Needle, Plan, Seed, SourceModel
 from guidance.structure import Structure
 
@@ -426,18 +426,12 @@ def _seed_source(item: LoadedDataset, source: Dataset, where: str) -> tuple[Isot
 
 
 def _datetime(item: LoadedDataset, date: object, time: object) -> dt.datetime | None:
-    if not str(date or "").strip():
-        return None
     try:
-        day = DA(str(date).strip())
-        clock = TM(str(time).strip()) if str(time or "").strip() else dt.time()
+        return dicom_datetime(date, time)
     except ValueError as exc:
         raise _error(
             item, f"SourceStrengthReferenceDate/Time {date!r} {time!r} is not a DICOM date/time"
         ) from exc
-    return dt.datetime(
-        day.year, day.month, day.day, clock.hour, clock.minute, clock.second, clock.microsecond
-    )
 
 
 def _common_reference(

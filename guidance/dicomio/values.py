@@ -8,6 +8,7 @@ A DS value holds at most 16 characters (DICOM PS3.5 6.2). pydicom's
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -17,7 +18,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from guidance.dicomio.errors import DicomInputError
 
-__all__ = ["ds_text", "ds_texts", "element_values", "finite_numbers"]
+__all__ = ["dicom_datetime", "ds_text", "ds_texts", "element_values", "finite_numbers"]
 
 _DS_MAX_CHARS = 16
 
@@ -80,3 +81,22 @@ def finite_numbers(value: Any, keyword: str, where: str, count: int | None = Non
     if (count is not None and array.shape != (count,)) or array.size == 0 or not np.all(np.isfinite(array)):
         raise DicomInputError(f"{keyword} must be {wanted} finite numbers; got {values!r}", [where])
     return array
+
+
+def dicom_datetime(date: object, time: object) -> dt.datetime | None:
+    """A DA date and a TM time (PS3.5 6.2) as one datetime; None without a date, midnight without a time.
+
+    Raises
+    ------
+    ValueError
+        If either is not a DICOM date / time.
+    """
+    from pydicom.valuerep import DA, TM
+
+    if not str(date or "").strip():
+        return None
+    day = DA(str(date).strip())
+    clock = TM(str(time).strip()) if str(time or "").strip() else dt.time()
+    return dt.datetime(
+        day.year, day.month, day.day, clock.hour, clock.minute, clock.second, clock.microsecond
+    )

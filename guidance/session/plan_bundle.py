@@ -33,6 +33,7 @@ from guidance.dicomio.dataset import DatasetSource, LoadedDataset, StudyContext,
 from guidance.dicomio.errors import DicomInputError
 from guidance.dicomio.rtplan import read_rtplan
 from guidance.dicomio.rtstruct import StructureSet, read_rtstruct
+from guidance.dicomio.values import dicom_datetime
 from guidance.plan import Plan
 from guidance.volume import Volume
 
@@ -172,10 +173,8 @@ def plan_status(source: DatasetSource) -> PlanStatus:
 
 def context_of(dataset: Dataset) -> StudyContext:
     """The patient / study / frame identity of ``dataset``, for objects written alongside it."""
-    date = str(dataset.get("StudyDate", "") or "")
-    time = str(dataset.get("StudyTime", "") or "").split(".")[0].ljust(6, "0")
     try:
-        when = dt.datetime.strptime(date + time[:6], "%Y%m%d%H%M%S") if date else dt.datetime.now()
+        when = dicom_datetime(dataset.get("StudyDate"), dataset.get("StudyTime")) or dt.datetime.now()
     except ValueError:
         when = dt.datetime.now()
     return StudyContext(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from guidance.dicomio.values import ds_text, ds_texts
+from guidance.dicomio.values import dicom_datetime, ds_text, ds_texts
 
 
 @given(st.floats(min_value=-1e300, max_value=1e300))
@@ -44,3 +45,12 @@ def test_finite_numbers_checks_count_and_values() -> None:
         finite_numbers(None, "GridFrameOffsetVector", "f.dcm")
     with pytest.raises(DicomInputError, match="is not 3 numbers"):
         finite_numbers(["1", "x", "2"], "ImagePositionPatient", "f.dcm", 3)
+
+
+def test_dicom_date_and_time_read_as_one_datetime() -> None:
+    assert dicom_datetime("20260105", "093000.5") == dt.datetime(2026, 1, 5, 9, 30, 0, 500000)
+    assert dicom_datetime("20260105", "0930") == dt.datetime(2026, 1, 5, 9, 30)
+    assert dicom_datetime("20260105", None) == dt.datetime(2026, 1, 5)
+    assert dicom_datetime("", "1200") is None and dicom_datetime(None, None) is None
+    with pytest.raises(ValueError):
+        dicom_datetime("2026-13-45", "")
