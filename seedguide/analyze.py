@@ -13,7 +13,6 @@ seeds found; see :mod:`guidance.session.exports`).
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from guidance.dicomio.rtstruct import read_rtstruct
 from guidance.dose.source_data import load_source_data
 from guidance.pipeline import GuidanceResult, PipelineOptions, run_pipeline
 from guidance.plan import Isotope, Plan, SourceModel
-from guidance.session import context_of, durable_write, load_plan_bundle, result_exports
+from guidance.session import context_of, durable_write, load_plan_bundle, result_exports, write_json
 from guidance.volume import Volume
 
 __all__ = ["NoPlan", "analyze", "plan_from_structures"]
@@ -67,8 +66,7 @@ def _write(out: Path, result: GuidanceResult, plan: Plan, context: StudyContext,
                              options=options)  # fmt: skip
     for name, dataset in exports.datasets().items():
         durable_write(out / "exports" / f"{name}.dcm", to_bytes(dataset))
-    text = json.dumps(result.to_dict(), indent=1, allow_nan=False) + "\n"
-    durable_write(out / "result.json", text.encode())
+    write_json(out / "result.json", result.to_dict())
 
 
 def analyze(

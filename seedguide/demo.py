@@ -14,7 +14,6 @@ ground truth, ``truth.json``, beside its result).
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -25,7 +24,7 @@ from typing import Any, TextIO
 
 from dicom_node.config import CallerRule, NodeConfig
 from guidance.dicomio.dataset import StudyContext
-from guidance.session import durable_write
+from guidance.session import write_json
 from seedguide.serve import printer
 from seedguide.service import GuidanceService, Published
 from simulators.case import PlanOptions, phantom_config, plan_case, plan_datasets
@@ -107,7 +106,7 @@ def run_demo(
             return
         truth = truths.get(item.series_instance_uid)
         if truth is not None:
-            durable_write(item.record.folder / "truth.json", _json_dumps(truth))
+            write_json(item.record.folder / "truth.json", truth)
         published.append(item)
         if len(published) >= len(procedure.scans):
             all_in.set()
@@ -130,10 +129,6 @@ def run_demo(
         service.stop()
     write.write(f"session folder: {out / 'session'}\n")
     return published
-
-
-def _json_dumps(value: Any) -> bytes:
-    return (json.dumps(value, indent=1, allow_nan=False) + "\n").encode()
 
 
 def _stream(

@@ -11,7 +11,6 @@ resend (``python -m simulators push scans/NN/exports --to HOST:PORT``).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import queue
 import threading
@@ -22,7 +21,7 @@ from pathlib import Path
 from pydicom import dcmread
 from pynetdicom import AE
 
-from guidance.session import durable_write
+from guidance.session import write_json
 
 __all__ = ["Destination", "Forwarder", "parse_destination"]
 
@@ -120,5 +119,5 @@ class Forwarder:
             "statuses": statuses,
             "ok": bool(statuses) and all(s == "0x0000" for s in statuses.values()),
         }
-        durable_write(folder / "forwarded.json", (json.dumps(record, indent=1) + "\n").encode())
+        write_json(folder / "forwarded.json", record)
         logger.info("exports of scan %s sent to %s: %s", folder.parent.name, self.destination, statuses)

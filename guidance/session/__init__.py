@@ -7,7 +7,14 @@
 """
 
 from guidance.session.exports import ResultExports, cold_spot_structures, found_seed_plan, result_exports
-from guidance.session.folder import SESSION_SCHEMA, ScanData, ScanRecord, SessionFolder, durable_write
+from guidance.session.folder import (
+    SESSION_SCHEMA,
+    ScanData,
+    ScanRecord,
+    SessionFolder,
+    durable_write,
+    write_json,
+)
 from guidance.session.plan_bundle import PlanBundle, PlanStatus, context_of, load_plan_bundle, plan_status
 
 __all__ = [
@@ -25,4 +32,5 @@ __all__ = [
     "load_plan_bundle",
     "plan_status",
     "result_exports",
+    "write_json",
 ]

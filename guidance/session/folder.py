@@ -40,7 +40,7 @@ from guidance.session.exports import result_exports
 from guidance.session.plan_bundle import PlanBundle, load_plan_bundle
 from guidance.volume import Volume
 
-__all__ = ["SESSION_SCHEMA", "ScanData", "ScanRecord", "SessionFolder", "durable_write"]
+__all__ = ["SESSION_SCHEMA", "ScanData", "ScanRecord", "SessionFolder", "durable_write", "write_json"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,8 @@ def durable_write(path: Path, data: bytes) -> None:
     _fsync_directory(path.parent)
 
 
-def _write_json(path: Path, value: Mapping[str, Any]) -> None:
+def write_json(path: Path, value: Mapping[str, Any]) -> None:
+    """``value`` as indented JSON (NaN refused), written with :func:`durable_write`."""
     durable_write(path, (json.dumps(value, indent=1, allow_nan=False) + "\n").encode())
 
 
@@ -206,7 +207,7 @@ class SessionFolder:
             raise FileExistsError(f"{session.path} is not empty: a session needs a new folder")
         stored = _store(plan_files, session.plan_folder)
         bundle = load_plan_bundle(stored)
-        _write_json(session.path / "session.json", {
+        write_json(session.path / "session.json", {
             "schema": SESSION_SCHEMA,
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "plan_sop_instance_uid": bundle.plan.sop_instance_uid,
@@ -276,8 +277,8 @@ class SessionFolder:
             for name, dataset in made.datasets().items():
                 durable_write(record.folder / "exports" / f"{name}.dcm", to_bytes(dataset))
         if truth is not None:
-            _write_json(record.folder / "truth.json", truth)
-        _write_json(record.folder / "result.json", result.to_dict())
+            write_json(record.folder / "truth.json", truth)
+        write_json(record.folder / "result.json", result.to_dict())
         return record
 
     def incomplete(self) -> list[ScanRecord]:
