@@ -67,8 +67,11 @@ def _status(code: StoreStatus, comment: str = "") -> Dataset:
     return status
 
 
-def handle_store(event: Event, store: Store, assembler: Assembler, log: AssociationLog) -> Dataset:
+def handle_store(event: Event, store: Store, assembler: Assembler, log: AssociationLog) -> Dataset | int:
     """EVT_C_STORE: validate, store durably, queue for assembly; return the status to send.
+
+    Success is answered with the plain status code; a failure with a status
+    dataset carrying the Error Comment (0000,0902).
 
     Parameters
     ----------
@@ -121,7 +124,7 @@ def handle_store(event: Event, store: Store, assembler: Assembler, log: Associat
         assembler.submit(result.instance)
     except Exception:  # stored durably already: the sender must still get success
         logger.exception("could not queue %s for series assembly", result.instance.path)
-    return _status(StoreStatus.SUCCESS)
+    return int(StoreStatus.SUCCESS)
 
 
 def handle_echo(event: Event) -> int:

@@ -1,43 +1,56 @@
-"""How the node's associations run: pynetdicom's acceptor with two waits taken out of each C-STORE.
+"""How the node's associations run: pynetdicom's acceptor, with C-STORE requests served on arrival.
 
 pynetdicom runs every association on two threads that poll each other: the DICOM
-Upper Layer (DUL) thread reads PDUs and, when it has nothing to do, sleeps 1 ms;
-the association thread sleeps 1 ms between looks at the queue of decoded DIMSE
-messages, then runs the request's handler and queues the response for the DUL
-thread to send. A C-STORE SCU such as dcmtk's ``storescu`` sends the next request
-only once it has the response, so each instance pays those waits and thread
-hand-overs in full (about 2-4 ms, more than the write and fsync of a CT slice).
+Upper Layer (DUL) thread reads PDUs, decodes each into item objects and queues
+them; the association thread polls (every 1 ms) for decoded DIMSE messages,
+runs the request's handler and queues the response for the DUL thread to encode
+and send on a later turn. A C-STORE SCU such as dcmtk's ``storescu`` sends the
+next request only once it has the response, so each instance pays all of that in
+full: more than the write and fsync of a CT slice.
 
 Here, for the association acceptor only:
 
-* a C-STORE or C-ECHO request on an accepted presentation context is served on
-  the DUL thread as soon as its last fragment is decoded (the response is then
-  sent by the same thread on its next turn). Nothing else can arrive meanwhile:
-  the node negotiates no asynchronous operations (PS3.7 D.3.3.3), so the peer
-  waits for this response before sending another request. Other messages go to
-  pynetdicom's association thread as before;
+* once the association is established, P-DATA-TF PDUs are read on the DUL
+  thread by :class:`_StoreReceiver`: a C-STORE request on an accepted context
+  of its SOP class is assembled from its fragments (:mod:`dicom_node.pdata`),
+  ``EVT_C_STORE`` is triggered with a real ``C_STORE`` primitive there, and the
+  response PDU is sent right away; the request's remaining PDUs are read without
+  a turn of the reactor loop. Nothing else can arrive meanwhile: the node
+  negotiates no asynchronous operations (PS3.7 D.3.3.3), so the peer waits for
+  the response before it sends another request. Every other message (C-ECHO,
+  anything unexpected) is handed to pynetdicom whole, and is served on the DUL
+  thread as well if it is a C-ECHO or C-STORE request, else by the association
+  thread as usual;
 * the idle DUL thread waits until its socket is readable (at most the same
   1 ms) instead of sleeping blind;
-* a PDU is read from the socket in 64 KiB pieces rather than 4 KiB ones.
+* a PDU is read straight into one buffer of its size (pynetdicom reads 4 KiB
+  at a time and concatenates);
+* :func:`reuse_freed_buffers` lets the C library reuse the per-instance buffers.
 
-The events, handlers, statuses and negotiation are pynetdicom's own; only where
-a request is dispatched and how the idle loop waits differ. The module relies on
-pynetdicom internals of the installed version (3.0): ``RequestHandler``'s
-association factory, ``DULServiceProvider._run_loop_delay``, the DIMSE message
-queue and ``Association._serve_request``.
+Negotiation, release, abort, timeouts and the events and handlers are
+pynetdicom's own. With pynetdicom's per-PDU or per-DIMSE notification handlers
+bound (debug logging), every message takes pynetdicom's path so they see it all.
+The module relies on pynetdicom internals of the installed version (3.0):
+``RequestHandler``'s association factory, ``DULServiceProvider._run_loop_delay``
+and ``_read_pdu_data``, the DIMSE message queue and ``Association._serve_request``.
 """
 
 from __future__ import annotations
 
+import ctypes
+import logging
 import queue
 import select
 import socket
 import ssl
+import struct
 import threading
 from copy import deepcopy
 from datetime import datetime
+from io import BytesIO
 from typing import TYPE_CHECKING, Any, cast
 
+from pydicom.dataset import Dataset
 from pynetdicom import evt
 from pynetdicom._globals import MODE_ACCEPTOR
 from pynetdicom.association import Association
@@ -46,12 +59,24 @@ from pynetdicom.dul import DULServiceProvider
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 from pynetdicom.utils import make_target
 
+from dicom_node.pdata import (
+    PDU_HEADER_LENGTH,
+    PDU_P_DATA_TF,
+    Fragment,
+    ProtocolError,
+    StoreCommand,
+    command_pdus,
+    has_dataset,
+    read_command,
+    split_pdvs,
+    store_command,
+    store_response,
+)
+
 if TYPE_CHECKING:
     from pynetdicom import AE
 
-# Largest single socket read, bytes: pynetdicom reads 4096 at a time, ~130 reads (and GIL
-# hand-overs) per 512 x 512 CT slice; below 128 KiB, so the buffer is not an mmap each time.
-READ_CHUNK = 65536
+logger = logging.getLogger(__name__)
 
 # Longest idle wait of the DUL thread, s: pynetdicom's own loop delay, so anything
 # queued for sending by another thread (A-RELEASE-RP, A-ABORT) waits no longer than before.
@@ -87,19 +112,232 @@ class _SocketWaitingDUL(DULServiceProvider):
         """pynetdicom's constructor sets its delay; the wait above replaces it."""
 
 
+    def __init__(self, assoc: Association) -> None:
+        super().__init__(assoc)
+        self._stores = _StoreReceiver(assoc)
+
+    def _read_pdu_data(self) -> None:
+        """Read a PDU; C-STORE traffic of an established association is served here directly.
+
+        The events raised for a short read, an unknown PDU type or an
+        undecodable PDU are pynetdicom's (``_read_pdu_data``). A P-DATA-TF PDU
+        in Sta6 goes to the :class:`_StoreReceiver` first, which hands back
+        whatever is not a C-STORE request for pynetdicom to decode as usual;
+        while a C-STORE request is incomplete its next PDU is read right away,
+        without a turn of the reactor loop.
+        """
+        assoc_socket = cast(_ChunkedSocket, self.socket)
+        while True:
+            pdu = self._read_pdu(assoc_socket)
+            if isinstance(pdu, str):
+                self.event_queue.put(pdu)
+                return
+            if pdu[0] != PDU_P_DATA_TF or self.state_machine.current_state != "Sta6":
+                self._deliver(pdu)
+                return
+            for passed in self._stores.receive(pdu, assoc_socket):
+                self._deliver(passed)
+            if not self._stores.in_request:
+                return
+
+    @staticmethod
+    def _read_pdu(assoc_socket: _ChunkedSocket) -> bytearray | str:
+        """The next whole PDU, or the event to raise instead (Evt17 closed, Evt19 unknown type)."""
+        try:
+            header = assoc_socket.recv(PDU_HEADER_LENGTH)
+            if len(header) < PDU_HEADER_LENGTH:
+                return "Evt17"
+            pdu_type, _, length = struct.unpack(">BBL", header)
+            if not 0x01 <= pdu_type <= 0x07:
+                logger.error("unknown PDU type received 0x%02X", pdu_type)
+                return "Evt19"
+            pdu = bytearray(PDU_HEADER_LENGTH + length)
+            pdu[:PDU_HEADER_LENGTH] = header
+            if assoc_socket.recv_into(memoryview(pdu)[PDU_HEADER_LENGTH:]) < length:
+                logger.error("the peer closed the connection inside a PDU")
+                return "Evt17"
+        except (OSError, TimeoutError):
+            logger.exception("connection closed before the entire PDU was received")
+            return "Evt17"
+        return pdu
+
+    def _deliver(self, pdu: bytearray) -> None:
+        """Decode `pdu` and queue its event, as pynetdicom's reader does."""
+        try:
+            decoded, event = self._decode_pdu(pdu)
+        except Exception:
+            logger.exception("unable to decode the received PDU data")
+            self.event_queue.put("Evt19")
+            return
+        self.event_queue.put(event)
+        self._recv_pdu.put(decoded)
+
+
+class _StoreReceiver:
+    """Assembles C-STORE requests from P-DATA-TF PDUs and answers them, on the DUL thread.
+
+    pynetdicom turns each PDU into item objects, each message into a primitive
+    and each response into a queued primitive the reactor encodes on a later
+    turn; this class reads the fragments (:func:`dicom_node.pdata.split_pdvs`)
+    and, once a C-STORE request's dataset is complete, triggers ``EVT_C_STORE``
+    with a real ``C_STORE`` primitive and context, exactly as pynetdicom's
+    Storage SCP does, then sends the response PDU itself. A message that is not
+    a C-STORE request on an accepted context of its SOP class (C-ECHO, or
+    anything unexpected) is handed back whole to pynetdicom. So is everything
+    while pynetdicom's own per-PDU or per-DIMSE notification handlers are
+    bound (debug logging): they then see every message.
+    """
+
+    def __init__(self, assoc: Association) -> None:
+        self._assoc = assoc
+        self._enabled: bool | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self._held: list[bytearray] = []  # PDUs of a message not yet known to be a C-STORE request
+        self._command = bytearray()
+        self._request: tuple[StoreCommand, Any] | None = None  # (command, accepted context)
+        self._dataset: list[memoryview] = []
+        self._passing_until_dataset_end = False
+
+    @property
+    def in_request(self) -> bool:
+        """Whether part of a C-STORE request served here has been read and the rest is awaited."""
+        return self._request is not None or bool(self._held)
+
+    def _fast_path_allowed(self) -> bool:
+        if self._enabled is None:
+            assoc = self._assoc
+            handler, _ = cast(tuple[Any, Any], assoc.get_handlers(evt.EVT_C_STORE))
+            observers = (evt.EVT_PDU_RECV, evt.EVT_DATA_RECV, evt.EVT_DIMSE_RECV, evt.EVT_DIMSE_SENT)
+            self._enabled = handler is not None and not any(assoc.get_handlers(e) for e in observers)
+        return self._enabled
+
+    def receive(self, pdu: bytearray, assoc_socket: AssociationSocket) -> list[bytearray]:
+        """Take one P-DATA-TF PDU; return the PDUs pynetdicom must decode instead (in order).
+
+        Raises
+        ------
+        ProtocolError
+            Fragments out of order within a C-STORE request being served here;
+            pynetdicom's reactor then aborts the association.
+        """
+        if not self._fast_path_allowed():
+            return [pdu]
+        if self._passing_until_dataset_end:
+            if any(not f.is_command and f.is_last for f in split_pdvs(memoryview(pdu)[6:])):
+                self._reset()
+            return [pdu]
+        self._held.append(pdu)
+        try:
+            fragments = split_pdvs(memoryview(pdu)[6:])
+        except ProtocolError:
+            return self._pass_held()  # pynetdicom decides what malformed framing costs
+        for index, fragment in enumerate(fragments):
+            if self._request is None:
+                if not fragment.is_command:
+                    return self._pass_held()
+                self._command += fragment.data
+                if fragment.is_last and not self._decide(fragment.context_id, fragments[index + 1:]):
+                    return self._pass_held()
+            elif fragment.is_command or fragment.context_id != self._request[1].context_id:
+                self._reset()
+                raise ProtocolError("a command fragment or another presentation context "
+                                    "inside a C-STORE request's dataset (PS3.8 9.3.5.1)")
+            else:
+                self._dataset.append(fragment.data)
+                if fragment.is_last:
+                    self._serve(assoc_socket)
+        return []
+
+    def _decide(self, context_id: int, rest: list[Fragment]) -> bool:
+        """The command is complete: serve it here (True) or let pynetdicom have the message."""
+        try:
+            elements = read_command(self._command)
+        except ProtocolError:
+            return False
+        command = store_command(elements)
+        context = self._assoc._accepted_cx.get(context_id)
+        if command is not None and context is not None and context.abstract_syntax == command.sop_class_uid:
+            self._request = (command, context)
+            self._held = []
+            return True
+        # pynetdicom's message: the dataset (if any) continues over later PDUs until its last fragment
+        ends_here = not has_dataset(elements) or any(not f.is_command and f.is_last for f in rest)
+        self._passing_until_dataset_end = not ends_here
+        return False
+
+    def _pass_held(self) -> list[bytearray]:
+        held, passing = self._held, self._passing_until_dataset_end
+        self._reset()
+        self._passing_until_dataset_end = passing
+        return held
+
+    def _serve(self, assoc_socket: AssociationSocket) -> None:
+        command, context = cast(tuple[StoreCommand, Any], self._request)
+        request = C_STORE()
+        request.MessageID = command.message_id
+        request.AffectedSOPClassUID = command.sop_class_uid
+        request.AffectedSOPInstanceUID = command.sop_instance_uid
+        request.Priority = command.priority if command.priority in (0, 1, 2) else 0
+        request.MoveOriginatorApplicationEntityTitle = command.move_originator_ae
+        request.MoveOriginatorMessageID = command.move_originator_id
+        request.DataSet = BytesIO(b"".join(self._dataset))
+        self._reset()
+        status, comment = _handler_status(self._assoc, request, context)
+        if not self._assoc.is_established:
+            return
+        response = store_response(message_id=command.message_id, sop_class_uid=command.sop_class_uid,
+                                  sop_instance_uid=command.sop_instance_uid, status=status,
+                                  error_comment=comment)
+        peer_max = self._assoc.requestor.maximum_length or 0
+        for pdu in command_pdus(cast(int, context.context_id), response, peer_max):
+            assoc_socket.send(pdu)
+
+
+def _handler_status(assoc: Association, request: C_STORE, context: Any) -> tuple[int, str]:
+    """Trigger EVT_C_STORE; the status and error comment to answer (pynetdicom's rules, 0xC211 on error)."""
+    try:
+        result = evt.trigger(assoc, evt.EVT_C_STORE, {"request": request, "context": context.as_tuple})
+    except Exception:
+        logger.exception("Exception in handler bound to 'evt.EVT_C_STORE'")
+        return 0xC211, ""
+    if isinstance(result, Dataset):
+        if "Status" not in result:
+            logger.error("the EVT_C_STORE handler returned a status dataset without Status")
+            return 0xC001, ""
+        return int(result.Status), str(result.get("ErrorComment", "") or "")
+    if isinstance(result, int):
+        return result, ""
+    logger.error("the EVT_C_STORE handler returned an invalid status %r", result)
+    return 0xC002, ""
+
+
 class _ChunkedSocket(AssociationSocket):
-    """pynetdicom's association socket, reading up to :data:`READ_CHUNK` bytes per call."""
+    """pynetdicom's association socket, reading straight into one buffer of the PDU's size.
+
+    pynetdicom's reads 4096 bytes per call and concatenates: ~130 calls (and GIL
+    hand-overs) per 512 x 512 CT slice.
+    """
 
     def recv(self, nr_bytes: int) -> bytearray:
         """Read `nr_bytes`, or fewer if the peer closes the connection (as pynetdicom's does)."""
-        sock = cast(socket.socket, self.socket)
-        data = bytearray()
-        while len(data) < nr_bytes:
-            chunk = sock.recv(min(nr_bytes - len(data), READ_CHUNK))
-            if not chunk:
-                break
-            data += chunk
+        data = bytearray(nr_bytes)
+        with memoryview(data) as view:
+            got = self.recv_into(view)
+        del data[got:]
         return data
+
+    def recv_into(self, view: memoryview) -> int:
+        """Fill `view`; return the bytes read (fewer only if the peer closed the connection)."""
+        sock = cast(socket.socket, self.socket)
+        got, size = 0, len(view)
+        while got < size:
+            count = sock.recv_into(view[got:])
+            if not count:
+                break
+            got += count
+        return got
 
 
 class _InlineRequests(queue.Queue[Any]):
@@ -193,6 +431,33 @@ class NodeServer(ThreadedAssociationServer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["request_handler"] = NodeRequestHandler
         super().__init__(*args, **kwargs)
+
+
+# glibc mallopt() parameters (malloc.h) and the values the node sets.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD_BYTES = 8 * 1024 * 1024
+TRIM_THRESHOLD_BYTES = 64 * 1024 * 1024
+
+
+def reuse_freed_buffers() -> bool:
+    """Let glibc keep freed buffers of up to 8 MiB for reuse instead of unmapping them (process-wide).
+
+    Each C-STORE allocates a few buffers of 0.1-1 MiB (PDUs, the dataset, the
+    file). By default glibc maps blocks that large afresh and unmaps them when
+    freed, or trims the heap top above 1-2 MiB, so every CT slice pays page
+    faults on fresh zeroed pages and unmap shootdowns across threads, about
+    0.2-0.4 ms of a ~2 ms cycle here. With these settings such blocks come from
+    the heap and up to 64 MiB of free heap is kept. Returns False (and changes
+    nothing) where the C library is not glibc.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+                and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
 
 
 def start_server(

@@ -39,7 +39,7 @@ from dicom_node.handlers import (
     handle_requested,
     handle_store,
 )
-from dicom_node.reactor import start_server
+from dicom_node.reactor import reuse_freed_buffers, start_server
 from dicom_node.store import DurableWriter, Store
 
 logger = logging.getLogger(__name__)
@@ -120,6 +120,8 @@ class Node:
             logger.warning("no allowed_callers: any calling AE title is accepted")
         tls = self.config.tls
         context = tls.server_context(self.config.acse_timeout_s) if tls is not None else None
+        if not reuse_freed_buffers():
+            logger.info("C library without glibc's mallopt(): buffers are allocated per instance")
         self.assembler.start()
         self._server = start_server(self.ae, (self.config.host, self.config.port), ssl_context=context,
                                     evt_handlers=self._handlers())
