@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 from pydicom.uid import CTImageStorage
+from pynetdicom import evt
 from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dsutils import encode
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import P_DATA_TF
 
@@ -74,6 +76,9 @@ def test_peer_abort_ends_the_association(start_node) -> None:
 
 
 
+SLOW_INSTANCE_UID = "1.2.826.0.1.3680043.8.498.99"
+
+
 @pytest.fixture
 def direct_serves(monkeypatch) -> list[str]:
     """SOP Instance UIDs of the C-STORE requests the node served on its direct path, in order."""
@@ -120,16 +125,16 @@ def test_with_debug_logging_pynetdicom_serves_every_message(start_node, direct_s
     assert running.node.store.index.counts()[2] == 1
 
 
-def _store_request_pdus(context_id: int, dataset: bytes) -> list[bytes]:
+def _store_request_pdus(context_id: int, dataset: bytes, max_pdu: int = 16384) -> list[bytes]:
     request = C_STORE()
     request.MessageID, request.Priority = 1, 0
     request.AffectedSOPClassUID = CTImageStorage
-    request.AffectedSOPInstanceUID = "1.2.826.0.1.3680043.8.498.99"
+    request.AffectedSOPInstanceUID = SLOW_INSTANCE_UID
     request.DataSet = BytesIO(dataset)
     message = C_STORE_RQ()
     message.primitive_to_message(request)
     pdus = []
-    for primitive in message.encode_msg(context_id, 16384):
+    for primitive in message.encode_msg(context_id, max_pdu):
         pdu = P_DATA_TF()
         pdu.from_primitive(primitive)
         pdus.append(pdu.encode())
@@ -156,3 +161,28 @@ def test_a_command_fragment_inside_a_dataset_aborts_and_stores_nothing(start_nod
         assert int(follow_up.send_c_store(ct_slice(SeriesSpec(), 0)).Status) == StoreStatus.SUCCESS
     finally:
         follow_up.release()
+
+
+def test_a_dataset_slower_than_the_network_timeout_is_no_idle_peer(start_node, direct_serves) -> None:
+    running = start_node(network_timeout_s=1.0, max_pdu_size=16384)
+    assoc = associate(running.port)
+    assert assoc.is_established
+    responses: list[int] = []
+    assoc.bind(evt.EVT_DIMSE_RECV, lambda event: responses.append(int(event.message.command_set.Status)))
+    context = assoc._get_valid_context(CTImageStorage, "", "scu")
+    ds = ct_slice(SeriesSpec(rows=256, columns=256), 0, sop_uid=SLOW_INSTANCE_UID)
+    syntax = context.transfer_syntax[0]
+    dataset = encode(ds, syntax.is_implicit_VR, syntax.is_little_endian)
+    pdus = _store_request_pdus(context.context_id, dataset, max_pdu=16384)
+    assert len(pdus) >= 9
+    started = time.monotonic()
+    for pdu in pdus:  # each PDU well within the timeout, the whole request over twice as long
+        assoc.dul.socket.send(pdu)
+        time.sleep(0.25)
+    assert time.monotonic() - started > 2.0
+    deadline = time.monotonic() + 5
+    while not responses and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assoc.release()
+    assert responses == [StoreStatus.SUCCESS] and direct_serves == [SLOW_INSTANCE_UID]
+    assert running.node.store.index.counts()[2] == 1
