@@ -139,7 +139,8 @@ class _SocketWaitingDUL(DULServiceProvider):
                 self._deliver(passed)
             if not self._stores.in_request:
                 return
-            self._idle_timer.restart()  # as pynetdicom's loop does after each PDU: a long dataset is no idle peer
+            # as pynetdicom's loop does after each PDU: a long dataset is no idle peer
+            self._idle_timer.restart()
 
     @staticmethod
     def _read_pdu(assoc_socket: _ChunkedSocket) -> bytearray | str:
