@@ -8,7 +8,11 @@ Method:
    touching end to end along one needle (no wider than a seed is long, no longer than
    ``max_cluster`` x (4.5 mm + one voxel)). The volume is labelled on 4-voxel blocks first and only the
    boxes of the coarse components at full resolution (the same regions, found without
-   labelling the whole volume).
+   labelling the whole volume). A seed touching bone joins the bone's region: on slices
+   up to ``reference_slice_mm``, where the free seeds' peak clearly outshines the bone
+   (by a fifth), regions too large for seeds are cut again halfway between the bone's
+   brightest level (99.9th percentile) and the seeds' median peak, and seed-sized parts
+   there are candidates too (counted by their length, with a lower confidence).
 2. Each region's local background is the median HU of a shell around it; its excess
    (HU - background, voxels of the region grown by one voxel) is integrated in HU x mm^3.
 3. One seed's integral is the most common one over regions (or given); a region holds
@@ -58,11 +62,13 @@ class _Region:
     background_sd: float
     slices: int
     near_excluded: bool
+    beside_bone: bool = False
 
 
 _BLOCK = 4
 _SEED_LENGTH_MM = 4.5  # I-125 seeds (6711, 6702, IAI-125A, ...): 4.5 mm x 0.8 mm
 _CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
+_Components = list[tuple[tuple[slice, ...], NDArray[np.bool_]]]  # (box in image indices, voxels in it)
 
 
 def _block_any(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
@@ -136,7 +142,9 @@ def _regions(
     level = threshold_level_hu(ct, opts)
     components = _components(mask)
     large, bone_peak_hu = _bone(image, components, grid, opts)
-    for box, inside in _seed_components(image, components, level, grid, opts):
+    seeds, bones = _seed_components(image, components, level, grid, opts)
+    in_bone = _beside_bone(image, seeds, bones, bone_peak_hu, grid, opts)
+    for number, (box, inside) in enumerate(seeds + in_bone):
         # Clipped at the volume's faces: a seed in the first or last slice is common in short scans.
         grown = tuple(
             slice(max(0, sl.start - m), min(n, sl.stop + m))
@@ -157,6 +165,7 @@ def _regions(
         region = _Region(
             grid.index_to_patient(index.astype(np.float64)), excess, float(excess.sum() * voxel_mm3),
             float(np.std(values[shell])) if shell.any() else 0.0, int(np.ptp(index[:, 0]) + 1), near,
+            number >= len(seeds),
         )  # fmt: skip
         reason = _streak_like(region, grid, opts)
         peak_hu = float(values[core].max())
@@ -193,40 +202,74 @@ def _bone(
     return large, float(np.percentile(image[large], 99.9))
 
 
+def _parts_above(
+    image: NDArray[Any], box: tuple[slice, ...], inside: NDArray[np.bool_], level: float
+) -> _Components:
+    """The connected parts of a component's voxels above ``level`` (boxes in image indices)."""
+    from scipy import ndimage
+
+    labels, _ = ndimage.label(inside & (image[box] > level), structure=_CONNECTIVITY)
+    return [
+        (tuple(slice(b.start + sl.start, b.start + sl.stop) for b, sl in zip(box, local, strict=True)),
+         labels[local] == k)
+        for k, local in enumerate(ndimage.find_objects(labels), start=1)
+        if local is not None
+    ]  # fmt: skip
+
+
 def _seed_components(
-    image: NDArray[Any],
-    components: list[tuple[tuple[slice, ...], NDArray[np.bool_]]],
-    level: float,
-    grid: Grid,
-    opts: SeedOptions,
-) -> list[tuple[tuple[slice, ...], NDArray[np.bool_]]]:
-    """The seed-sized components; on thick slices larger ones up to ``max_joined_cc`` are cut higher.
+    image: NDArray[Any], components: _Components, level: float, grid: Grid, opts: SeedOptions
+) -> tuple[_Components, _Components]:
+    """The seed-sized components (larger ones cut higher on thick slices), and the bone regions.
 
     On thick slices the level is low and bright streaks between seeds in one slice join them
     into one region: at twice the level inside that region the seeds stand apart. The level
     is raised while it is below ``threshold_hu`` (the thin-slice level, which bone fragments
-    do not pass as seeds); bone and needles stay too large and are dropped.
+    do not pass as seeds). The regions too large at the thin-slice level (bone, needles, and
+    seeds touching them) are returned apart (:func:`_beside_bone` looks for seeds in them).
     """
-    from scipy import ndimage
-
-    kept: list[tuple[tuple[slice, ...], NDArray[np.bool_]]] = []
+    kept: _Components = []
+    bones: _Components = []
     voxel_cc = grid.voxel_volume_cc
     for box, inside in components:
         if _seed_sized(inside, box, grid, opts):
             kept.append((box, inside))
-            continue
-        if level >= opts.threshold_hu or np.count_nonzero(inside) * voxel_cc > opts.max_joined_cc:
-            continue
-        higher = inside & (image[box] > 2.0 * level)
-        labels, _ = ndimage.label(higher, structure=_CONNECTIVITY)
-        parts = [
-            (tuple(slice(b.start + sl.start, b.start + sl.stop) for b, sl in zip(box, local, strict=True)),
-             labels[local] == k)
-            for k, local in enumerate(ndimage.find_objects(labels), start=1)
-            if local is not None
-        ]  # fmt: skip
-        kept += _seed_components(image, parts, 2.0 * level, grid, opts)
-    return kept
+        elif level < opts.threshold_hu and np.count_nonzero(inside) * voxel_cc <= opts.max_joined_cc:
+            parts = _parts_above(image, box, inside, 2.0 * level)
+            kept += _seed_components(image, parts, 2.0 * level, grid, opts)[0]
+        elif level >= opts.threshold_hu:
+            bones.append((box, inside))
+    return kept, bones
+
+
+def _beside_bone(
+    image: NDArray[Any], seeds: _Components, bones: _Components, bone_peak_hu: float, grid: Grid,
+    opts: SeedOptions,
+) -> _Components:
+    """Seed cores inside bone regions: their parts above :func:`_seed_core_level`, seed-sized."""
+    cut = _seed_core_level(image, seeds, bone_peak_hu)
+    if not math.isfinite(cut):
+        return []
+    found: _Components = []
+    for box, inside in bones:
+        found += [(b, part) for b, part in _parts_above(image, box, inside, cut)
+                  if _seed_sized(part, b, grid, opts)]  # fmt: skip
+    return found
+
+
+def _seed_core_level(image: NDArray[Any], seeds: _Components, bone_peak_hu: float) -> float:
+    """The level halfway between the bone's peak and the seeds' typical peak, HU (inf: no clear gap).
+
+    The seeds standing free give the scan's own seed peak (their median); a seed touching
+    bone shows the same core, far above any bone, so bone regions are cut there. Only
+    when that peak is well above the bone's (by a fifth) and at least three seeds tell it.
+    """
+    if not math.isfinite(bone_peak_hu) or len(seeds) < 3:
+        return math.inf
+    seed_peak = float(np.median([float(image[box][inside].max()) for box, inside in seeds]))
+    if seed_peak < 1.2 * bone_peak_hu:
+        return math.inf
+    return 0.5 * (seed_peak + bone_peak_hu)
 
 
 def threshold_level_hu(ct: Volume, opts: SeedOptions) -> float:
@@ -395,6 +438,8 @@ def _seeds_of(
     ratio = region.integral / single
     if ratio < opts.min_fraction:
         return f"too faint for a seed ({ratio:.2f} of one seed's integrated intensity)"
+    if region.beside_bone:  # the bone around it adds to its integral: counted by its length alone
+        ratio = min(ratio, 1.0)
     partition = _partition(region, ratio, elongation, grid, opts)
     if isinstance(partition, str):
         return partition
@@ -404,6 +449,9 @@ def _seeds_of(
     if abs(ratio - count) > 0.3:
         confidence -= min(0.5, abs(ratio - count) / count)
         reasons.append(f"integrated intensity {ratio:.2f} seeds, counted as {count}")
+    if region.beside_bone:
+        confidence *= 0.8
+        reasons.append("in contact with bone: found above the bone's brightest level")
     if region.near_excluded:
         confidence *= 0.8
         reasons.append("near a needle")

@@ -158,3 +158,30 @@ def test_block_labelling_matches_full_volume_labelling(shape: tuple[int, int, in
     ]
     assert count > 3
     assert found == expected
+
+
+def test_seeds_touching_bone_are_found_above_the_bones_brightest_level() -> None:
+    """Three seeds whose capsules touch the phantom's bone join its region at the usual level.
+
+    The bone's region is too large for a seed; cut halfway between the bone's brightest
+    level and the free seeds' peak, each seed stands out alone. They are reported with a
+    lower confidence and the reason; the free seeds are not.
+    """
+    model = scenes.patient()
+    c = np.asarray(model.tumour.centre_mm)
+    grid = scenes.scan_grid(np.array([c[0], c[1], 15.0]), size=512, pixel_mm=0.3, thickness_mm=1.0, slices=30)
+    free = c + np.array([[0.0, 0.0, 16.0], [10.0, 5.0, 22.0], [5.0, -8.0, 36.0]])
+    touching = np.array([[-40.2, 13.2, 19.7], [-45.3, -2.2, 11.8], [-44.9, 15.9, 20.0]])
+    seeds = np.vstack([free, touching])
+    scene = scenes.render(model, grid, seeds=(seeds, np.tile([1.0, 0.0, 0.0], (6, 1))), noise_seed=2)
+    image = np.asarray(scene.volume.array)
+    for point in touching:  # each capsule is within a voxel of bone (> 700 HU outside the seed)
+        k, r, col = np.rint(grid.patient_to_index(point[None])[0]).astype(int)
+        around = image[k - 1 : k + 2, r - 12 : r + 13, col - 20 : col + 21]
+        assert np.count_nonzero((around > 700) & (around < 1500)) > 50
+    found = detect_seeds(scene.volume)
+    nearest, index, false_positives = _match(seeds, found.positions_mm)
+    assert false_positives == 0 and len(found.seeds) == 6
+    assert np.all(nearest < 1.0)
+    beside = ["in contact with bone" in " ".join(found.seeds[j].reasons) for j in index]
+    assert beside == [False] * 3 + [True] * 3
