@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 from guidance.detection.lines import principal_line
 from guidance.volume import Grid
 
-__all__ = ["centroid", "split", "spread"]
+__all__ = ["centroid", "end_to_end", "side_by_side", "split", "spread"]
 
 
 def centroid(points: NDArray[np.float64], weights: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -96,3 +96,53 @@ def _weighted_kmeans(
             break
         labels = new
     return labels
+
+
+def _principal_axes(
+    points: NDArray[np.float64], weights: NDArray[np.float64], grid: Grid
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Centroid, variances (ascending) and axes (columns) of the excess, voxel extent removed."""
+    centre = centroid(points, weights)
+    offset = points - centre
+    w = weights if weights.sum() > 0 else np.ones(len(weights))
+    axes = np.asarray(grid.affine)[:3, :3]
+    covariance = (offset * w[:, None]).T @ offset / w.sum() - axes @ np.diag(np.full(3, 1.0 / 12.0)) @ axes.T
+    values, vectors = np.linalg.eigh(covariance)
+    return centre, values, vectors
+
+
+def end_to_end(
+    points: NDArray[np.float64], weights: NDArray[np.float64], k: int, grid: Grid, elongation: float,
+    seed_length_mm: float,
+) -> NDArray[np.float64]:
+    """Centres (k, 3) of k seeds in a chain: evenly along the excess's longest axis, about its centroid.
+
+    The pitch comes from the chain's length (variance along its axis less one seed's:
+    pitch^2 (k^2 - 1) / 12, ``elongation`` being one seed's largest minus second variance),
+    kept within 0.9-1.3 seed lengths (touching, or a little apart). The axis, measured over
+    the whole chain, places each seed along the slice axis better than its part of a split,
+    whose voxels are whole thick slices.
+    """
+    centre, values, vectors = _principal_axes(points, weights, grid)
+    excess = max(0.0, float(values[-1] - values[-2]) - elongation)
+    pitch = float(np.clip(np.sqrt(12.0 * excess / (k * k - 1)), 0.9 * seed_length_mm, 1.3 * seed_length_mm))
+    placed: NDArray[np.float64] = centre + np.outer((np.arange(k) - (k - 1) / 2.0) * pitch, vectors[:, -1])
+    return placed
+
+
+def side_by_side(
+    points: NDArray[np.float64], weights: NDArray[np.float64], k: int, grid: Grid, pitch_mm: float
+) -> NDArray[np.float64]:
+    """Centres (k, 3) of k seeds lying side by side, touching: a row across their common axis.
+
+    The seeds' common axis is the excess's longest principal axis and the row runs along
+    the second (each voxel's own extent removed), through the centroid, ``pitch_mm``
+    (a seed's diameter) from centre to centre. Within a thick slice a split cannot tell
+    how such seeds are stacked along the slice axis and puts its parts up to a slice
+    apart; this places them as touching seeds are, off by at most the row's length.
+    """
+    centre, _, vectors = _principal_axes(points, weights, grid)
+    row = vectors[:, -2]
+    steps = (np.arange(k) - (k - 1) / 2.0) * pitch_mm
+    placed: NDArray[np.float64] = centre + np.outer(steps, row)
+    return placed

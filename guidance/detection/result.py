@@ -88,6 +88,9 @@ class SeedOptions:
     needle_margin_mm, streak_sd_hu : float
         A seed closer than this to excluded (needle) voxels, or whose background shell varies
         more than this sd, has a lower confidence.
+    seed_diameter_mm : float
+        A seed's diameter (0.8 mm for the common I-125 models): seeds touching side by side
+        are placed this far apart (:func:`guidance.detection.clusters.side_by_side`).
     """
 
     threshold_hu: float = 500.0
@@ -104,6 +107,7 @@ class SeedOptions:
     max_orientation_uncertainty_deg: float = 6.0
     needle_margin_mm: float = 3.0
     streak_sd_hu: float = 80.0
+    seed_diameter_mm: float = 0.8
 
     def __post_init__(self) -> None:
         _check_positive("SeedOptions", {
@@ -114,6 +118,7 @@ class SeedOptions:
             "max_orientation_uncertainty_deg": self.max_orientation_uncertainty_deg,
             "reference_slice_mm": self.reference_slice_mm,
             "integration_margin_mm": self.integration_margin_mm, "max_joined_cc": self.max_joined_cc,
+            "seed_diameter_mm": self.seed_diameter_mm,
         })  # fmt: skip
         if not math.isfinite(self.threshold_hu):
             raise ValueError(f"SeedOptions.threshold_hu must be finite; got {self.threshold_hu}")

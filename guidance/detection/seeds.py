@@ -23,7 +23,11 @@ Method:
    the integral does not contradict it.
 4. A region of 2 to ``max_cluster`` seeds is split into the most seed-like of a weighted
    k-means of its voxel positions and equal-excess slabs across each principal axis (side
-   by side seeds are cut across their width, which k-means does not do).
+   by side seeds are cut across their width, which k-means does not do). The parts give
+   each seed its voxels (orientation, confidence); where the region is one seed long
+   (side by side) or as long as its count (end to end), the seeds are placed by that
+   model from the whole region's principal axes (:mod:`guidance.detection.clusters`):
+   a split of thick slices cannot place them along the slice axis better than a slice.
 5. Position: excess-weighted centroid (LPS mm); long axis: principal axis of the excess
    distribution after removing each voxel's own extent (spacing^2 / 12 per axis), when it
    stands out and, on thick slices, lies away from the slice normal.
@@ -34,14 +38,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from guidance import __version__
-from guidance.detection.clusters import centroid, split, spread
+from guidance.detection.clusters import centroid, end_to_end, side_by_side, split, spread
 from guidance.detection.lines import principal_line
 from guidance.detection.result import SEED_STAGE, DetectedSeed, SeedDetection, SeedOptions
 from guidance.provenance import Provenance
@@ -478,6 +482,16 @@ def _seeds_of(
             direction = whole
         seeds.append(DetectedSeed(centroid(points, weights), direction, float(np.clip(confidence, 0.0, 1.0)),
                                   tuple(reasons), count > 1, count))  # fmt: skip
+    if count > 1 and not separate:
+        # One seed long and several seeds heavy: side by side; as long as the count: a chain.
+        by_length = _chain_count(region, elongation, grid)
+        row = (side_by_side(region.points_mm, region.excess, count, grid, opts.seed_diameter_mm)
+               if by_length == 1 else
+               end_to_end(region.points_mm, region.excess, count, grid, elongation, _SEED_LENGTH_MM)
+               if by_length == count else None)  # fmt: skip
+        if row is not None:
+            order = np.argsort([float(s.position_mm @ (row[-1] - row[0])) for s in seeds], kind="stable")
+            seeds = [replace(seeds[j], position_mm=row[rank]) for rank, j in enumerate(order)]
     return seeds
 
 

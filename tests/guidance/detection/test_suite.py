@@ -89,7 +89,6 @@ def test_two_mm_slices_rates_and_mean_error() -> None:
     assert _mean(tally.position_errors_mm) <= 0.4
 
 
-@pytest.mark.xfail(strict=True, reason="side-by-side triples on 2 mm slices split up to 1.3 mm off")
 def test_two_mm_slices_max_error() -> None:
     assert max(_by_thickness(2.0).position_errors_mm) <= 1.0
 
@@ -109,11 +108,6 @@ def test_thin_slices_rates(thin: Tally) -> None:
     assert thin.sensitivity >= 0.995 and thin.precision >= 0.995
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="3 mm slices: touching seeds stacked along the slice axis within one slice are split up to "
-    "1.7 mm apart along it (simulator: a box slice profile shows nothing of where in the slice a seed lies)",
-)
 def test_thin_slices_max_position_error(thin: Tally) -> None:
     assert max(thin.position_errors_mm) <= 1.0
 
