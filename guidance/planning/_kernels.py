@@ -13,6 +13,7 @@ import numpy as np
 
 _BLOCK = 64  # candidate columns per parallel work item
 _MOVE_BLOCK = 256  # relocation moves per parallel work item
+_BINS = 400  # dose histogram bins of relocation_d90
 
 
 @numba.njit(parallel=True, cache=True, error_model="numpy")
@@ -82,3 +83,45 @@ def move_scores(influence, dose, weights, removed, added, thresholds, cover, ram
                             hot200[m] += w
                 elif total > low:
                     ramp[m] += w * (total - low) * scale
+
+
+@numba.njit(parallel=True, cache=True, error_model="numpy")
+def relocation_d90(influence, base, weights, added, lo, hi, need, rest_above, out):
+    """Sampled D90 after adding each candidate column ``added[m]`` to ``base`` (see exchange._d90_after).
+
+    ``influence`` (rows, candidates) float32 in C order, the rows of the first
+    points of ``base``/``weights``; ``rest_above`` the weight of the points
+    after them (their dose is at or above ``hi``). The dose at which the weight
+    at or above it first reaches ``need`` is found in a histogram of
+    ``_BINS`` bins between ``lo`` and ``hi`` (lower bin edge); below ``lo``
+    the result is ``lo`` x (weight at or above lo) / need, so that a move
+    still ranks by how much it covers.
+    """
+    n = added.shape[0]
+    rows = influence.shape[0]
+    scale = _BINS / (hi - lo)
+    for m in numba.prange(n):
+        c = added[m]
+        histogram = np.zeros(_BINS)
+        above = rest_above
+        below_lo = 0.0
+        for i in range(rows):
+            total = base[i] + influence[i, c]
+            if total >= hi:
+                above += weights[i]
+            elif total >= lo:
+                histogram[int((total - lo) * scale)] += weights[i]
+            else:
+                below_lo += weights[i]
+        result = -1.0
+        if above >= need:
+            result = hi
+        else:
+            for b in range(_BINS - 1, -1, -1):
+                above += histogram[b]
+                if above >= need:
+                    result = lo + b / scale
+                    break
+        if result < 0.0:
+            result = lo * above / need
+        out[m] = result

@@ -37,7 +37,7 @@ from numpy.typing import NDArray
 from guidance.planning.greedy import OrganTerm, TargetTerm, gaps_ok, organ_metric, sampled_d90
 from guidance.planning.result import PlacementOptions
 
-__all__ = ["Geometry", "improve_selection", "selection_dose"]
+__all__ = ["Geometry", "allowed_move", "improve_selection", "selection_dose"]
 
 _MOVE_RADIUS_MM = 8.0
 _REMOVAL_TRIES = 4
@@ -154,20 +154,34 @@ def _current(context: _Context, dose: NDArray[np.float64]) -> tuple[float, float
 
 
 def _allowed(context: _Context, chosen: Sequence[int], k: int, c: int) -> bool:
-    """Whether moving chosen seed ``k`` to candidate ``c`` keeps the track, gap and organ rules."""
-    geometry = context.geometry
+    return allowed_move(context.geometry, context.organs, context.options, chosen, k, c)
+
+
+def allowed_move(
+    geometry: Geometry,
+    organs: Sequence[OrganTerm],
+    options: PlacementOptions,
+    chosen: Sequence[int],
+    k: int,
+    c: int,
+) -> bool:
+    """Whether moving chosen seed ``k`` to candidate ``c`` keeps the track, gap and organ rules.
+
+    The seed distances are not checked here (the callers pick ``c`` among the
+    candidates that keep them).
+    """
     tracks, positions = geometry.tracks, geometry.positions_mm
     others = [j for j in chosen if j != k]
     used = {int(tracks[j]) for j in others}
     track = int(tracks[c])
     if track not in used and geometry.conflicts(track) & used:
         return False
-    gap = context.options.max_seed_gap_mm
+    gap = options.max_seed_gap_mm
     if not gaps_ok(positions[[j for j in others if tracks[j] == track] + [c]], gap):
         return False
     if tracks[k] != track and not gaps_ok(positions[[j for j in others if tracks[j] == tracks[k]]], gap):
         return False
-    return _organs_ok(context.organs, [*others, c])
+    return _organs_ok(organs, [*others, c])
 
 
 def _organs_ok(organs: Sequence[OrganTerm], chosen: Sequence[int]) -> bool:

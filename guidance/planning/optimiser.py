@@ -23,7 +23,13 @@ Method (see :mod:`guidance.planning.greedy` for the selection itself):
 3. Greedy selection maximising coverage gain per seed under the spacing rules
    and organ limits, then a removal pass, then the local improvement of
    :mod:`guidance.planning.improve` (take a seed away and repair the D90 by
-   relocating seeds; then relocations that lower V150 / V200 at the goal).
+   relocating seeds; then relocations that lower V150 / V200 at the goal),
+   then the exchange stage of :mod:`guidance.planning.exchange` (take a seed
+   away and hill-climb the sampled D90 itself by relocating every other seed
+   in turn, sweep after sweep), and when it saved a seed the improvement
+   again (its V150 / V200 polish). The exchange runs only without existing
+   seeds: a plan, not the post-scan suggestions (a few seeds added to an
+   implant, answered within seconds).
 4. Verification, independent of the sample points: the dose of existing + new
    seeds by :func:`guidance.dose.dose_on_grid` on an ``evaluation_spacing_mm``
    grid, and :func:`guidance.dose.evaluate_plan_dose` on the masks' outlines
@@ -63,6 +69,7 @@ from guidance.dose import (
 )
 from guidance.dose.limits import LimitStatus
 from guidance.dose.metrics import DoseReport
+from guidance.planning.exchange import exchange_seeds
 from guidance.planning.greedy import OrganTerm, Selection, TargetTerm, select_seeds
 from guidance.planning.improve import Geometry, improve_selection, selection_dose
 from guidance.planning.result import Feasibility, PlacedSeed, PlacementOptions, PlacementResult, SeedSet
@@ -141,7 +148,7 @@ def _conflicts(tracks: Sequence[Track], distance_mm: float) -> Any:
         if distance_mm <= 0:
             return set()
         if track not in cache:
-            hits = tree.query_ball_point(paths[track], r=distance_mm)
+            hits = tree.query_ball_point(paths[track], r=distance_mm * (1 - 1e-9))  # >= distance is clear
             cache[track] = {int(owner[i]) for row in hits for i in row} - {track}
         return set(cache[track])
 
@@ -421,8 +428,16 @@ def _select(
     if selection.stop is not Feasibility.REACHED:
         return selection
     chosen = improve_selection(selection.chosen, target_term, organ_terms, geometry, options, goal_gy=goal)
-    d90 = _d90(selection_dose(target_term, chosen), target_term.weights_cc)
-    return Selection(tuple(chosen), selection.stop, selection.blocking, d90)
+    if fixed_positions.shape[0]:  # post-scan suggestions: a few seeds added, answered within seconds
+        return Selection(tuple(chosen), selection.stop, selection.blocking, _d90_of(target_term, chosen))
+    fewer = exchange_seeds(chosen, target_term, organ_terms, geometry, options, goal_gy=goal)
+    if len(fewer) < len(chosen):  # polish the new loading (lower V150 / V200 at the goal)
+        chosen = improve_selection(fewer, target_term, organ_terms, geometry, options, goal_gy=goal)
+    return Selection(tuple(chosen), selection.stop, selection.blocking, _d90_of(target_term, chosen))
+
+
+def _d90_of(target_term: TargetTerm, chosen: Sequence[int]) -> float:
+    return _d90(selection_dose(target_term, chosen), target_term.weights_cc)
 
 
 def _distance_to(positions_mm: NDArray[np.float64], fixed_mm: NDArray[np.float64]) -> NDArray[np.float64]:

@@ -110,7 +110,7 @@ class PlacementOptions:
     min_track_distance_mm: float = 5.0
     max_seed_gap_mm: float = 10.0
     sample_spacing_mm: float = 2.0
-    d90_goal_factor: float = 1.02
+    d90_goal_factor: float = 1.01
     v150_weight: float = 0.1
     v200_weight: float = 0.3
     organ_limit_factor: float = 0.97
