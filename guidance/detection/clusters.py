@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 from guidance.detection.lines import principal_line
 from guidance.volume import Grid
 
-__all__ = ["centroid", "end_to_end", "side_by_side", "split", "spread"]
+__all__ = ["centroid", "chain_pitch", "end_to_end", "side_by_side", "split", "spread"]
 
 
 def centroid(points: NDArray[np.float64], weights: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -111,22 +111,29 @@ def _principal_axes(
     return centre, values, vectors
 
 
-def end_to_end(
-    points: NDArray[np.float64], weights: NDArray[np.float64], k: int, grid: Grid, elongation: float,
-    seed_length_mm: float,
-) -> NDArray[np.float64]:
-    """Centres (k, 3) of k seeds in a chain: evenly along the excess's longest axis, about its centroid.
+def chain_pitch(
+    points: NDArray[np.float64], weights: NDArray[np.float64], k: int, grid: Grid, elongation: float
+) -> float:
+    """Centre-to-centre distance (mm) of k seeds evenly along the excess's longest axis.
 
-    The pitch comes from the chain's length (variance along its axis less one seed's:
-    pitch^2 (k^2 - 1) / 12, ``elongation`` being one seed's largest minus second variance),
-    kept within 0.9-1.3 seed lengths (touching, or a little apart). The axis, measured over
-    the whole chain, places each seed along the slice axis better than its part of a split,
-    whose voxels are whole thick slices.
+    From the chain's length: its variance along the axis less one seed's is
+    pitch^2 (k^2 - 1) / 12 (``elongation``: one seed's largest minus second variance).
     """
-    centre, values, vectors = _principal_axes(points, weights, grid)
+    _, values, _ = _principal_axes(points, weights, grid)
     excess = max(0.0, float(values[-1] - values[-2]) - elongation)
-    pitch = float(np.clip(np.sqrt(12.0 * excess / (k * k - 1)), 0.9 * seed_length_mm, 1.3 * seed_length_mm))
-    placed: NDArray[np.float64] = centre + np.outer((np.arange(k) - (k - 1) / 2.0) * pitch, vectors[:, -1])
+    return float(np.sqrt(12.0 * excess / (k * k - 1)))
+
+
+def end_to_end(
+    points: NDArray[np.float64], weights: NDArray[np.float64], k: int, grid: Grid, pitch_mm: float
+) -> NDArray[np.float64]:
+    """Centres (k, 3) of k seeds in a chain: ``pitch_mm`` apart along the excess's longest axis.
+
+    The axis, measured over the whole chain about its centroid, places each seed along
+    the slice axis better than its part of a split, whose voxels are whole thick slices.
+    """
+    centre, _, vectors = _principal_axes(points, weights, grid)
+    placed: NDArray[np.float64] = centre + np.outer((np.arange(k) - (k - 1) / 2.0) * pitch_mm, vectors[:, -1])
     return placed
 
 

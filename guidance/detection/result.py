@@ -91,6 +91,11 @@ class SeedOptions:
     seed_diameter_mm : float
         A seed's diameter (0.8 mm for the common I-125 models): seeds touching side by side
         are placed this far apart (:func:`guidance.detection.clusters.side_by_side`).
+    min_peak_fraction : float
+        A region whose brightest voxel is below this fraction of one seed's peak HU (the
+        median over regions of one seed's integral in the scan) is no metal: tissue above
+        a thick slice's low level, whose excess over air beside it (skin, airway) can
+        integrate to a seed's.
     """
 
     threshold_hu: float = 500.0
@@ -108,6 +113,7 @@ class SeedOptions:
     needle_margin_mm: float = 3.0
     streak_sd_hu: float = 80.0
     seed_diameter_mm: float = 0.8
+    min_peak_fraction: float = 0.4
 
     def __post_init__(self) -> None:
         _check_positive("SeedOptions", {
@@ -118,7 +124,7 @@ class SeedOptions:
             "max_orientation_uncertainty_deg": self.max_orientation_uncertainty_deg,
             "reference_slice_mm": self.reference_slice_mm,
             "integration_margin_mm": self.integration_margin_mm, "max_joined_cc": self.max_joined_cc,
-            "seed_diameter_mm": self.seed_diameter_mm,
+            "seed_diameter_mm": self.seed_diameter_mm, "min_peak_fraction": self.min_peak_fraction,
         })  # fmt: skip
         if not math.isfinite(self.threshold_hu):
             raise ValueError(f"SeedOptions.threshold_hu must be finite; got {self.threshold_hu}")

@@ -45,7 +45,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from guidance import __version__
-from guidance.detection.clusters import centroid, end_to_end, side_by_side, split, spread
+from guidance.detection.clusters import centroid, chain_pitch, end_to_end, side_by_side, split, spread
 from guidance.detection.lines import principal_line
 from guidance.detection.result import SEED_STAGE, DetectedSeed, SeedDetection, SeedOptions
 from guidance.provenance import Provenance
@@ -67,6 +67,7 @@ class _Region:
     slices: int
     near_excluded: bool
     beside_bone: bool = False
+    peak_hu: float = 0.0
 
 
 _BLOCK = 4
@@ -159,8 +160,11 @@ def _regions(
             inside
         )
         core = ndimage.maximum_filter(own, size=reach)
+        if exclude is not None:  # the integration margin stops at a needle's voxels
+            core &= ~exclude[grown]
         shell = ~ndimage.maximum_filter(core, size=3) & ~mask[grown]
         values = image[grown].astype(np.float32)
+        # At least water: a shell reaching into air (skin, airway) would count tissue as metal.
         background = float(np.median(values[shell])) if shell.any() else 0.0
         excess = np.clip(values[core] - background, 0.0, None).astype(np.float64)
         offset = np.array([sl.start for sl in grown])
@@ -169,7 +173,7 @@ def _regions(
         region = _Region(
             grid.index_to_patient(index.astype(np.float64)), excess, float(excess.sum() * voxel_mm3),
             float(np.std(values[shell])) if shell.any() else 0.0, int(np.ptp(index[:, 0]) + 1), near,
-            number >= len(seeds),
+            number >= len(seeds), float(values[core].max()) if core.any() else 0.0,
         )  # fmt: skip
         reason = _streak_like(region, grid, opts)
         peak_hu = float(values[core].max())
@@ -386,6 +390,12 @@ def _single_elongation(regions: list[_Region], single: float, grid: Grid) -> flo
     return float(np.median([v[0] - v[1] for v in values]))
 
 
+def _single_peak(regions: list[_Region], single: float) -> float:
+    """One seed's peak HU in this scan: the median over regions of one seed's integral (0 if none)."""
+    peaks = [r.peak_hu for r in regions if abs(r.integral - single) <= 0.25 * single]
+    return float(np.median(peaks)) if peaks else 0.0
+
+
 def _single_integral(regions: list[_Region], opts: SeedOptions) -> float:
     if opts.single_seed_integral is not None:
         return opts.single_seed_integral
@@ -467,6 +477,7 @@ def _seeds_of(
         reasons.append(f"split from a cluster of {count}")
     seeds = []
     whole = _orientation(region.points_mm, region.excess, grid, opts) if count > 1 else np.full(3, np.nan)
+    layout = _cluster_layout(region, count, elongation, grid, opts) if count > 1 and not separate else "apart"
     for j in range(count):
         members = labels == j
         points, weights = region.points_mm[members], region.excess[members]
@@ -476,23 +487,40 @@ def _seeds_of(
         ):
             # Side-by-side seeds split across their axes: a part's own elongation is the cut's.
             direction = np.full(3, np.nan)
-        elif count > 1 and not separate:
+        elif not isinstance(layout, str) or layout != "apart":
             # Touching seeds agreeing with the cluster's axis lie along it (a chain, or side by
             # side): the whole cluster measures that axis over a longer or heavier baseline.
             direction = whole
         seeds.append(DetectedSeed(centroid(points, weights), direction, float(np.clip(confidence, 0.0, 1.0)),
                                   tuple(reasons), count > 1, count))  # fmt: skip
-    if count > 1 and not separate:
-        # One seed long and several seeds heavy: side by side; as long as the count: a chain.
-        by_length = _chain_count(region, elongation, grid)
-        row = (side_by_side(region.points_mm, region.excess, count, grid, opts.seed_diameter_mm)
-               if by_length == 1 else
-               end_to_end(region.points_mm, region.excess, count, grid, elongation, _SEED_LENGTH_MM)
-               if by_length == count else None)  # fmt: skip
-        if row is not None:
-            order = np.argsort([float(s.position_mm @ (row[-1] - row[0])) for s in seeds], kind="stable")
-            seeds = [replace(seeds[j], position_mm=row[rank]) for rank, j in enumerate(order)]
+    if isinstance(layout, np.ndarray):
+        order = np.argsort([float(s.position_mm @ (layout[-1] - layout[0])) for s in seeds], kind="stable")
+        seeds = [replace(seeds[j], position_mm=layout[rank]) for rank, j in enumerate(order)]
     return seeds
+
+
+def _cluster_layout(
+    region: _Region, count: int, elongation: float, grid: Grid, opts: SeedOptions
+) -> NDArray[np.float64] | str:
+    """Where a split cluster's touching seeds lie by their model, or why the split's parts stand.
+
+    One seed long and several seeds heavy: side by side, a row a diameter apart. As long
+    as its count with a pitch of touching seeds (up to 1.15 seed lengths): a chain, evenly
+    along its axis. Longer than that: "apart" (seeds apart, joined by blur or streaks: each
+    part is one, with its own axis); shorter: "mixed" (touching, in no single row: the parts
+    stand).
+    """
+    by_length = _chain_count(region, elongation, grid)
+    if by_length == 1:
+        return side_by_side(region.points_mm, region.excess, count, grid, opts.seed_diameter_mm)
+    if by_length > count:
+        return "apart"
+    if by_length < count:
+        return "mixed"
+    pitch = chain_pitch(region.points_mm, region.excess, count, grid, elongation)
+    if pitch > 1.15 * _SEED_LENGTH_MM:
+        return "apart"
+    return end_to_end(region.points_mm, region.excess, count, grid, max(pitch, 0.9 * _SEED_LENGTH_MM))
 
 
 def detect_seeds(
@@ -526,11 +554,16 @@ def detect_seeds(
     regions, rejected = _regions(ct, exclude, opts)
     single = _single_integral(regions, opts)
     elongation = _single_elongation(regions, single, ct.grid) if regions else 0.0
+    peak = _single_peak(regions, single)
     seeds: list[DetectedSeed] = []
     notes: list[str] = []
     grid = ct.grid
     for region in regions:
-        found = _seeds_of(region, single, elongation, grid, opts)
+        found = (
+            f"too faint a peak for metal: {region.peak_hu:.0f} HU, a seed's {peak:.0f} HU"
+            if region.peak_hu < opts.min_peak_fraction * peak
+            else _seeds_of(region, single, elongation, grid, opts)
+        )  # fmt: skip
         if isinstance(found, str):
             rejected.append((centroid(region.points_mm, region.excess), found))
         else:

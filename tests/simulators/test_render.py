@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,11 +12,11 @@ import pytest
 from guidance.volume import Grid
 from simulators.phantom import PatientModel, PhantomConfig, build_model, render_patient
 from simulators.procedure import get_scenario, scanner_config
-from simulators.render import ScannerConfig, ScanTruth, cylinder_fraction, render_scan
+from simulators.render import ScannerConfig, ScanTruth, cylinder_fraction, render_scan, slice_profile_weights
 
 CAPSULE_MM3 = math.pi * 0.4**2 * 4.5
 CLEAN = ScannerConfig(
-    noise_sd_hu=0.0, psf_sigma_mm=0.0, slice_profile_sigma_mm=0.0, streaks=False, max_hu=1e5, integer_hu=False
+    noise_sd_hu=0.0, psf_sigma_mm=0.0, slice_profile_sigma=0.0, streaks=False, max_hu=1e5, integer_hu=False
 )
 
 
@@ -220,3 +221,35 @@ def test_bad_inputs_are_refused(model: PatientModel) -> None:
         render_scan(model, grid, seed_positions_mm=SEEDS, seed_directions=DIRECTIONS[:2])
     with pytest.raises(ValueError, match="max_hu"):
         ScannerConfig(max_hu=-2000.0)
+
+
+def test_slice_profile_weights() -> None:
+    box = slice_profile_weights(4, 0.0)
+    assert box.shape == (4, 1) and np.allclose(box, 0.25)
+    helical = slice_profile_weights(6, 0.25)
+    assert helical.shape == (6, 5) and np.isclose(helical.sum(), 1.0)
+    assert np.allclose(helical, helical[::-1, ::-1])  # symmetric about the slice centre
+    # A sub-slice near the upper edge gives its upper neighbour more than its lower one.
+    assert helical[-1, 3] > 0.05 > helical[-1, 1]
+
+
+def test_a_seed_shows_in_the_neighbour_slice_it_lies_near(model: PatientModel) -> None:
+    """3 mm slices: a seed lying in-plane 0.9 mm above a slice's centre shows in the slice above."""
+    affine = np.eye(4)
+    affine[:3, 0] = [0.0, 0.0, 3.0]
+    affine[:3, 1] = [0.0, 0.5, 0.0]
+    affine[:3, 2] = [0.5, 0.0, 0.0]
+    centre = np.array([0.0, -20.0, 20.0])
+    affine[:3, 3] = centre - [15.75, 15.75, 6.0]
+    grid = Grid((5, 64, 64), affine)
+    seed = centre + np.array([0.0, 0.0, 0.9])
+    flat = render_scan(model, grid, seed_positions_mm=[seed], seed_directions=[[1.0, 0.0, 0.0]],
+                       scanner=replace(CLEAN, slice_profile_sigma=0.0)).volume.array  # fmt: skip
+    helical = render_scan(model, grid, seed_positions_mm=[seed], seed_directions=[[1.0, 0.0, 0.0]],
+                          scanner=replace(CLEAN, slice_profile_sigma=0.25)).volume.array  # fmt: skip
+    background = render_scan(model, grid, scanner=replace(CLEAN, slice_profile_sigma=0.25)).volume.array
+    _, row, column = np.rint(grid.patient_to_index(seed[None])[0]).astype(int)
+    excess = [float(helical[k, row, column] - background[k, row, column]) for k in (1, 2, 3)]
+    assert excess[1] > 1000.0 and excess[2] > 0.05 * excess[1] and excess[0] < 0.01 * excess[1]
+    flat_excess = [float(flat[k, row, column] - background[k, row, column]) for k in (1, 3)]
+    assert all(abs(e) < 0.01 * excess[1] + 5.0 for e in flat_excess)  # a box profile shows nothing of it

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from guidance.detection.clusters import end_to_end, side_by_side, spread
+from guidance.detection.clusters import chain_pitch, end_to_end, side_by_side, spread
 from guidance.volume import Grid
 
 
@@ -67,7 +67,8 @@ def test_a_tilted_chain_of_three_across_thick_slices() -> None:
     points, weights = _rods(grid, truth, axis, 4.5, 0.4)
     # One seed's largest minus second variance, measured as the detector does on one rod.
     values = spread(*_rods(grid, truth[1:2], axis, 4.5, 0.4), grid)
-    placed = end_to_end(points, weights, 3, grid, float(values[0] - values[1]), 4.5)
+    pitch_mm = chain_pitch(points, weights, 3, grid, float(values[0] - values[1]))
+    assert abs(pitch_mm - 4.6) < 0.3
+    placed = end_to_end(points, weights, 3, grid, pitch_mm)
     assert _nearest(placed, truth) < 0.4
-    pitch = np.linalg.norm(np.diff(placed, axis=0), axis=1)
-    assert np.allclose(pitch, pitch[0]) and 0.9 * 4.5 <= pitch[0] <= 1.3 * 4.5
+    assert np.allclose(np.linalg.norm(np.diff(placed, axis=0), axis=1), pitch_mm)

@@ -173,9 +173,6 @@ def test_dense_implant_needles_beside_seed_rows() -> None:
     assert max(_dense(renderer="second", needles=True, thicknesses=(1.0, 2.0)).position_errors_mm) <= 1.0
 
 
-@pytest.mark.xfail(
-    strict=True, reason="3 mm slices: a seed within one slice is placed at the slice centre, <= 1.4 mm off"
-)
 def test_dense_implant_max_position_error_on_three_mm_slices() -> None:
     assert max(_dense(needles=False, thicknesses=(3.0,)).position_errors_mm) <= 1.0
 
