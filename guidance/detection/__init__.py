@@ -12,7 +12,8 @@
 """
 
 from guidance.detection.matching import MatchOptions, NeedleMatch, PlanMatch, SeedMatch, assign, match_to_plan
-from guidance.detection.needles import body_mask, detect_needles, needle_mask
+from guidance.detection.needle_mask import needle_mask
+from guidance.detection.needles import body_mask, detect_needles
 from guidance.detection.result import (
     DetectedNeedle,
     DetectedSeed,

@@ -21,6 +21,10 @@ Method:
    plateau and the tissue beyond (the half-maximum of a blurred edge lies on the edge).
    A run that reaches the first or last slice is flagged ``tip_outside_scan``.
 5. Entry: walking from the tip towards the hub, the first point outside the body.
+6. Needles inserted less than ``min_length_mm``: among the metal points no needle
+   explains, shorter runs (from ``min_entering_mm``) passing the same tests whose outer
+   end is within ``skin_reach_mm`` of the skin (deep in the body, a run that short may
+   be a chain of touching seeds).
 
 Everything is measured in LPS mm through the CT's affine: any slice orientation,
 spacing or direction works.
@@ -40,14 +44,13 @@ from guidance.detection.result import NEEDLE_STAGE, DetectedNeedle, NeedleDetect
 from guidance.provenance import Provenance
 from guidance.volume import Grid, Volume
 
-__all__ = ["body_mask", "detect_needles", "metal_level_hu", "needle_mask", "needle_mask_radius_mm"]
+__all__ = ["body_mask", "detect_needles", "metal_level_hu"]
 
 logger = logging.getLogger(__name__)
 
 _BODY_PIXEL_MM = 2.0
 _STEP_MM = 0.25
 _PROFILE_REACH_MM = 12.0
-_HUB_MARGIN_MM = 60.0
 _SEED_LENGTH_MM = 4.5  # I-125 seeds (6711, 6702, IAI-125A, ...): 4.5 mm x 0.8 mm
 
 
@@ -338,9 +341,10 @@ def detect_needles(ct: Volume, *, options: NeedleOptions | None = None) -> Needl
     notes: list[str] = []
     runs = _needle_like(ct, runs, opts, notes)
     runs = _bridged(ct, runs, opts, max_gap_mm)
+    body, steps = body_mask(ct, body_hu=opts.body_hu)
+    runs += _entering(ct, points, runs, (body, steps), opts, max_gap_mm, notes)
     needles: tuple[DetectedNeedle, ...] = ()
     if runs:
-        body, steps = body_mask(ct, body_hu=opts.body_hu)
         if not body.any():
             notes.append(f"no body above {opts.body_hu} HU: entries are the needles' outer ends")
         needles = tuple(_measure(ct, run, body, steps, opts) for run in runs)
@@ -349,6 +353,47 @@ def detect_needles(ct: Volume, *, options: NeedleOptions | None = None) -> Needl
     return NeedleDetection(
         needles, tuple(notes), Provenance(NEEDLE_STAGE, opts.to_dict(), __version__, seconds)
     )
+
+
+def _entering(
+    ct: Volume, points: NDArray[np.float64], runs: list[LineRun],
+    body: tuple[NDArray[np.bool_], tuple[int, int]], opts: NeedleOptions, max_gap_mm: float, notes: list[str],
+) -> list[LineRun]:
+    """Needles inserted less than ``min_length_mm``: shorter straight runs that reach the skin.
+
+    Deep in the body a run that short may be a chain of touching seeds (four are 18 mm
+    long); a needle comes in through the skin. Among the metal points no found needle
+    explains, runs of at least ``min_entering_mm`` that pass the same tests (no bone
+    around, continuous) and whose outer end lies within ``skin_reach_mm`` of where
+    their line leaves the body are needles being inserted.
+    """
+    if not body[0].any() or len(runs) >= opts.max_needles:
+        return []
+    leftover = np.ones(len(points), dtype=bool)
+    for run in runs:
+        offset = points - run.centre_mm
+        along = offset @ run.direction
+        across = np.linalg.norm(offset - np.outer(along, run.direction), axis=1)
+        leftover &= ~((across <= 2.0 * opts.inlier_mm) & (along >= run.start_mm - max_gap_mm)
+                      & (along <= run.stop_mm + max_gap_mm))  # fmt: skip
+    if np.count_nonzero(leftover) < 6:
+        return []
+    short = find_line_runs(
+        points[leftover], min_length_mm=opts.min_entering_mm, inlier_mm=opts.inlier_mm, max_gap_mm=max_gap_mm,
+        trials=opts.ransac_trials, random_seed=opts.random_seed, max_lines=opts.max_needles - len(runs),
+    )  # fmt: skip
+    short = _bridged(ct, _needle_like(ct, short, opts, []), opts, max_gap_mm)
+    grid, (mask, steps) = ct.grid, body
+    kept = []
+    for run in short:
+        ends = (run.centre_mm + run.start_mm * run.direction, run.centre_mm + run.stop_mm * run.direction)
+        to_skin = min(_exit_distance(grid, ends[0], -run.direction, mask, steps, 50.0),
+                      _exit_distance(grid, ends[1], run.direction, mask, steps, 50.0))  # fmt: skip
+        if to_skin <= opts.skin_reach_mm:
+            kept.append(run)
+    if kept:
+        notes.append(f"{len(kept)} needle(s) in less than {opts.min_length_mm:.0f} mm, found from the skin")
+    return kept
 
 
 def _needle_like(ct: Volume, runs: list[LineRun], opts: NeedleOptions, notes: list[str]) -> list[LineRun]:
@@ -438,80 +483,3 @@ def _validate_ct(ct: Volume) -> None:
         raise TypeError(f"ct must be a guidance.volume.Volume; got {type(ct).__name__}")
     if not np.issubdtype(ct.array.dtype, np.number) or np.issubdtype(ct.array.dtype, np.complexfloating):
         raise ValueError(f"ct array must hold real HU values; got dtype {ct.array.dtype}")
-
-
-def needle_mask(
-    detection: NeedleDetection,
-    grid: Grid,
-    *,
-    radius_mm: float | None = None,
-    options: NeedleOptions | None = None,
-) -> NDArray[np.bool_]:
-    """Voxels of ``grid`` within ``radius_mm`` of a detected needle, from its tip to 60 mm past the entry.
-
-    Beyond the entry the needle (and its hub) is outside the body, where no seed lies.
-    Pass it to :func:`guidance.detection.detect_seeds` as ``exclude_mask``.
-
-    Parameters
-    ----------
-    detection : NeedleDetection
-    grid : Grid
-        The scan's grid.
-    radius_mm : float, optional
-        Default :func:`needle_mask_radius_mm`: the needle and its blurred edge only, so that
-        seeds a few millimetres beside it stay outside the mask.
-    options : NeedleOptions, optional
-        Its ``needle_diameter_mm`` and ``edge_blur_mm`` set the default radius.
-    """
-    radius = needle_mask_radius_mm(grid, options) if radius_mm is None else radius_mm
-    if not (np.isfinite(radius) and radius > 0):
-        raise ValueError(f"needle_mask radius_mm must be a finite number > 0; got {radius}")
-    mask = np.zeros(grid.shape, dtype=bool)
-    for needle in detection.needles:
-        reach = float(np.linalg.norm(needle.entry_mm - needle.tip_mm)) + _HUB_MARGIN_MM
-        outer = needle.tip_mm - reach * needle.direction
-        _paint_segment(mask, grid, outer, needle.tip_mm, radius)
-    return mask
-
-
-def needle_mask_radius_mm(grid: Grid, options: NeedleOptions | None = None) -> float:
-    """Radius (mm) of the voxels a needle shows in: its own radius, half a voxel diagonal, the edge blur.
-
-    Voxels whose centre lies within the needle's radius plus half the voxel diagonal hold
-    some steel (partial volume); the reconstruction spreads the edge by ``edge_blur_mm``
-    more. On 0.7 x 0.7 x 1 mm voxels an 18G needle's mask is 2.3 mm in radius: a seed
-    4.5 mm from the needle's axis (its capsule 4.1 mm away) is outside it.
-    """
-    opts = options or NeedleOptions()
-    half_diagonal = 0.5 * float(np.linalg.norm(grid.spacing_mm))
-    return 0.5 * opts.needle_diameter_mm + half_diagonal + opts.edge_blur_mm
-
-
-def _paint_segment(
-    mask: NDArray[np.bool_], grid: Grid, a: NDArray[np.float64], b: NDArray[np.float64], radius_mm: float
-) -> None:
-    length = float(np.linalg.norm(b - a))
-    axis = (b - a) / max(length, 1e-9)
-    step_mm = 3.0
-    samples = a + np.arange(0.0, length + step_mm, step_mm)[:, None] * axis
-    centres = np.rint(grid.patient_to_index(samples)).astype(np.int64)
-    # A voxel within radius_mm of the segment is within hypot(radius, step / 2) of the sample
-    # nearest its projection, and so within this reach of that sample's voxel centre.
-    reach_mm = float(np.hypot(radius_mm, 0.5 * step_mm)) + 0.5 * float(np.linalg.norm(grid.spacing_mm))
-    half = np.ceil(reach_mm / grid.spacing_mm).astype(np.int64)
-    offsets = np.stack(np.meshgrid(*(np.arange(-h, h + 1) for h in half), indexing="ij"), -1).reshape(-1, 3)
-    offsets = offsets[
-        np.linalg.norm(grid.index_to_patient(offsets.astype(np.float64)) - grid.affine[:3, 3], axis=1)
-        <= reach_mm
-    ]
-    # Distances through the affine's linear part: sample voxel centre plus offset, no index lists
-    # to deduplicate (a voxel near several samples is painted more than once).
-    centre_mm = grid.index_to_patient(centres.astype(np.float64)) - a
-    offset_mm = offsets.astype(np.float64) @ np.asarray(grid.affine)[:3, :3].T
-    w = centre_mm[:, None, :] + offset_mm[None, :, :]
-    t = np.clip(w @ axis, 0.0, length)
-    w -= t[:, :, None] * axis
-    near = np.einsum("sok,sok->so", w, w) <= radius_mm**2
-    candidates = (centres[:, None, :] + offsets[None, :, :])[near]
-    candidates = candidates[np.all((candidates >= 0) & (candidates < np.array(grid.shape)), axis=1)]
-    mask[tuple(candidates.T)] = True

@@ -247,6 +247,9 @@ class NeedleOptions:
         Trials per line of the random sample search, and the seed of its generator.
     max_needles : int
         Stop after this many lines.
+    min_entering_mm, skin_reach_mm : float
+        A straight run shorter than ``min_length_mm`` (but at least ``min_entering_mm``) is
+        a needle being inserted when its outer end is within ``skin_reach_mm`` of the skin.
     """
 
     metal_hu: float = 1500.0
@@ -264,6 +267,8 @@ class NeedleOptions:
     ransac_trials: int = 300
     random_seed: int = 0
     max_needles: int = 40
+    min_entering_mm: float = 8.0
+    skin_reach_mm: float = 3.0
 
     def __post_init__(self) -> None:
         _check_positive("NeedleOptions", {
@@ -272,6 +277,7 @@ class NeedleOptions:
             "reference_slice_mm": self.reference_slice_mm, "ring_mm": self.ring_mm,
             "max_ring_fraction": self.max_ring_fraction, "min_continuity": self.min_continuity,
             "needle_diameter_mm": self.needle_diameter_mm, "edge_blur_mm": self.edge_blur_mm,
+            "min_entering_mm": self.min_entering_mm, "skin_reach_mm": self.skin_reach_mm,
         })  # fmt: skip
         if not self.min_continuity <= 1.0:
             raise ValueError(f"NeedleOptions.min_continuity must be within (0, 1]; got {self.min_continuity}")

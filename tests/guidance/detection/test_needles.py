@@ -145,7 +145,7 @@ def test_needle_mask_is_every_voxel_near_the_segment() -> None:
 
 def test_needle_mask_radius_is_the_needle_and_its_blurred_edge() -> None:
     """Needle radius 0.635 mm + half the voxel diagonal + 1 mm edge blur: 2.34 mm on 0.7 x 0.7 x 1 mm."""
-    from guidance.detection.needles import needle_mask_radius_mm
+    from guidance.detection.needle_mask import needle_mask_radius_mm
     from guidance.volume import Grid
 
     grid = Grid((10, 10, 10), np.diag([1.0, 0.7, 0.7, 1.0]))
@@ -183,3 +183,38 @@ def test_a_row_of_seeds_is_not_a_needle_but_a_rod_on_its_line_is(thickness_mm: f
     assert float(np.linalg.norm(found.needles[0].tip_mm - (c + 15 * axis))) < 1.0
     kept = detect_seeds(rod.volume, exclude_mask=needle_mask(found, grid))
     assert len(kept.seeds) == 1 and float(np.linalg.norm(kept.positions_mm[0] - beside[0])) < 0.5
+
+
+@pytest.mark.parametrize("thickness_mm", [1.0, 2.0])
+def test_a_needle_inserted_only_a_little_is_found_from_the_skin(thickness_mm: float) -> None:
+    """A needle in the body over 14 mm (the first check of an insertion), and deep inside a chain of
+    three touching seeds (13.8 mm of straight metal) beside two single seeds: the needle is found,
+    the chain is not a needle but three seeds."""
+    model = scenes.patient()
+    c = model.tumour.centre_mm
+    grid = scenes.scan_grid(c, thickness_mm=thickness_mm, slices=int(24 / thickness_mm))
+    empty = np.asarray(scenes.render(model, grid, noise_seed=5).volume.array)
+    direction = np.array([1.0, 0.15, 0.1]) / np.linalg.norm([1.0, 0.15, 0.1])
+    # The skin on the line through the tumour centre, from outside (-x) in.
+    along = np.arange(-120.0, 0.0, 0.25)
+    points = c + along[:, None] * direction
+    index = np.rint(grid.patient_to_index(points)).astype(int)
+    inside = grid.contains_index(index.astype(float))
+    values = np.full(len(points), -1000.0)
+    values[inside] = empty[tuple(index[inside].T)]
+    entry = points[int(np.flatnonzero(values > -400.0)[0])]
+    tip = entry + 14.0 * direction
+    chain = c + np.outer([-4.6, 0.0, 4.6], [0.0, 0.0, 1.0]) + [0.0, 8.0, 0.0]
+    singles = c + np.array([[8.0, -8.0, 5.0], [-8.0, -8.0, -5.0]])
+    seeds = np.vstack([chain, singles])
+    scene = scenes.render(model, grid, seeds=(seeds, np.tile([0.0, 0.0, 1.0], (5, 1))),
+                          needles=(entry[None], tip[None]), noise_seed=5)  # fmt: skip
+    found = detect_needles(scene.volume)
+    assert len(found.needles) == 1
+    needle = found.needles[0]
+    assert float(np.linalg.norm(needle.tip_mm - tip)) < 1.0
+    assert float(np.linalg.norm(needle.entry_mm - entry)) < 2.0 and needle.entry_in_scan
+    assert any("found from the skin" in note for note in found.notes)
+    found_seeds = detect_seeds(scene.volume, exclude_mask=needle_mask(found, grid))
+    distance = np.linalg.norm(seeds[:, None, :] - found_seeds.positions_mm[None, :, :], axis=2)
+    assert len(found_seeds.seeds) == 5 and float(distance.min(axis=1).max()) < 1.0
