@@ -145,6 +145,7 @@ def find_line_runs(
     random_seed: int,
     max_lines: int,
     min_coverage: float = 0.6,
+    max_failures: int = 5,
 ) -> list[LineRun]:
     """Straight runs at least ``min_length_mm`` long, best supported first.
 
@@ -155,12 +156,15 @@ def find_line_runs(
     min_coverage : float
         Fraction of the run (1 mm bins) that must hold points (a row of separate
         seeds is not a needle).
+    max_failures : int
+        Stop after this many proposals that made no run (their points are set aside
+        each time).
     """
     rng = np.random.default_rng(random_seed)
     remaining = np.ones(len(points_mm), dtype=bool)
     runs: list[LineRun] = []
     failures = 0
-    while len(runs) < max_lines and failures < 5 and np.count_nonzero(remaining) >= 6:
+    while len(runs) < max_lines and failures < max_failures and np.count_nonzero(remaining) >= 6:
         pts = points_mm[remaining]
         proposal = _propose(pts, rng, trials, inlier_mm, (0.5 * min_length_mm, 3.0 * min_length_mm))
         if proposal is None:

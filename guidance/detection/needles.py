@@ -334,9 +334,13 @@ def detect_needles(ct: Volume, *, options: NeedleOptions | None = None) -> Needl
     # Where a nearly in-plane needle crosses from one thick slice to the next it is split
     # between them and falls below the level over a length growing with the thickness.
     max_gap_mm = opts.max_gap_mm * max(1.0, float(ct.spacing_mm[0]) / opts.reference_slice_mm)
+    # Thick slices leave a needle few, scattered points: more proposals fail before each hits
+    # (5 mm slices with 8 needles: 2 found after 5 failures, 5 after 25).
+    thickness_ratio = max(1.0, float(ct.spacing_mm[0]) / opts.reference_slice_mm)
     runs = find_line_runs(
         points, min_length_mm=opts.min_length_mm, inlier_mm=opts.inlier_mm, max_gap_mm=max_gap_mm,
         trials=opts.ransac_trials, random_seed=opts.random_seed, max_lines=opts.max_needles,
+        max_failures=round(5 * thickness_ratio**2),
     ) if len(points) else []  # fmt: skip
     notes: list[str] = []
     runs = _needle_like(ct, runs, opts, notes)

@@ -240,8 +240,15 @@ def _angle_deg(a: NDArray[np.float64], b: NDArray[np.float64]) -> float:
 
 @cache
 def measure(condition: Condition) -> Tally:
-    """Detect needles then seeds (needle voxels excluded) and compare with the truth."""
-    volume, seeds, axes, entries, tips = scan(condition)
+    """Detect needles then seeds (needle voxels excluded) in the condition's scan; compare with the truth."""
+    return measure_scan(*scan(condition))
+
+
+def measure_scan(
+    volume: Volume, seeds: NDArray[np.float64], axes: NDArray[np.float64], entries: NDArray[np.float64],
+    tips: NDArray[np.float64],
+) -> Tally:
+    """Detect needles then seeds (needle voxels excluded) in ``volume``; compare with the truth (LPS mm)."""
     needles = detect_needles(volume)
     found = detect_seeds(volume, exclude_mask=needle_mask(needles, volume.grid) if needles.needles else None)
     tally = Tally(true_seeds=len(seeds), found_seeds=len(found.seeds))
