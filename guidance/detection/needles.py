@@ -23,8 +23,8 @@ Method:
 5. Entry: walking from the tip towards the hub, the first point outside the body.
 6. Needles inserted less than ``min_length_mm``: among the metal points no needle
    explains, shorter runs (from ``min_entering_mm``) passing the same tests whose outer
-   end is within ``skin_reach_mm`` of the skin (deep in the body, a run that short may
-   be a chain of touching seeds).
+   end is within ``skin_reach_mm`` of the skin or in the outermost slice (deep in the
+   body, a run that short may be a chain of touching seeds).
 
 Everything is measured in LPS mm through the CT's affine: any slice orientation,
 spacing or direction works.
@@ -264,6 +264,13 @@ def _measure(
     exits = [_exit_distance(grid, ends[0], -run.direction, body, steps, 200.0),
              _exit_distance(grid, ends[1], run.direction, body, steps, 200.0)]  # fmt: skip
     tip_side = 1 if exits[0] <= exits[1] else 0
+    edge = [_at_slice_edge(grid, end[None, :]) for end in ends]
+    if edge[0] != edge[1] and not np.isfinite(exits[0 if edge[0] else 1]):
+        # One end runs on out of the scan, the other is not at the skin: the needle comes
+        # in from beyond the scanned range and the inner end is its tip.
+        inner = 1 if edge[0] else 0
+        if exits[inner] > opts.skin_reach_mm:
+            tip_side = inner
     if exits[0] == exits[1]:
         # Both ends still in the body where the scan stops: a needle comes in from outside
         # the field, so the end at the scan's edge is the hub side.
@@ -369,7 +376,9 @@ def _entering(
     long); a needle comes in through the skin. Among the metal points no found needle
     explains, runs of at least ``min_entering_mm`` that pass the same tests (no bone
     around, continuous) and whose outer end lies within ``skin_reach_mm`` of where
-    their line leaves the body are needles being inserted.
+    their line leaves the body are needles being inserted; so are those that run on
+    out of the scanned range (an end in the outermost slice or column): the rest of the
+    needle lies beyond it.
     """
     if not body[0].any() or len(runs) >= opts.max_needles:
         return []
@@ -393,7 +402,7 @@ def _entering(
         ends = (run.centre_mm + run.start_mm * run.direction, run.centre_mm + run.stop_mm * run.direction)
         to_skin = min(_exit_distance(grid, ends[0], -run.direction, mask, steps, 50.0),
                       _exit_distance(grid, ends[1], run.direction, mask, steps, 50.0))  # fmt: skip
-        if to_skin <= opts.skin_reach_mm:
+        if to_skin <= opts.skin_reach_mm or any(_at_slice_edge(grid, end[None, :], 0.5) for end in ends):
             kept.append(run)
     if kept:
         notes.append(f"{len(kept)} needle(s) in less than {opts.min_length_mm:.0f} mm, found from the skin")
