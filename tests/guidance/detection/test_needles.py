@@ -218,3 +218,23 @@ def test_a_needle_inserted_only_a_little_is_found_from_the_skin(thickness_mm: fl
     found_seeds = detect_seeds(scene.volume, exclude_mask=needle_mask(found, grid))
     distance = np.linalg.norm(seeds[:, None, :] - found_seeds.positions_mm[None, :, :], axis=2)
     assert len(found_seeds.seeds) == 5 and float(distance.min(axis=1).max()) < 1.0
+
+
+def test_a_needle_coming_in_from_beyond_the_scanned_range() -> None:
+    """A needle whose hub side lies below the scan and whose last 14 mm (tip included) are in it:
+    found, with its tip at the inner end (not at the scan's edge) and no skin entry in the scan."""
+    model = scenes.patient()
+    c = model.tumour.centre_mm
+    grid = scenes.scan_grid(c, thickness_mm=2.0, slices=12)  # slices 2 mm apart, c at the middle
+    bottom = float(grid.index_to_patient(np.array([[-0.5, 0.0, 0.0]]))[0, 2])  # the slab's lower face
+    direction = np.array([1.0, 0.2, 0.15]) / np.linalg.norm([1.0, 0.2, 0.15])
+    tip = c + np.array([0.0, 0.0, bottom + 14.0 * direction[2] - c[2]])
+    entry = tip - 45.0 * direction
+    scene = scenes.render(model, grid, needles=(entry[None], tip[None]), noise_seed=6)
+    found = detect_needles(scene.volume)
+    assert len(found.needles) == 1
+    needle = found.needles[0]
+    # The visible 14 mm rise 2 mm: within the two lowest slices, the tip is placed within 1.5 mm.
+    assert float(np.linalg.norm(needle.tip_mm - tip)) < 1.5
+    assert not needle.entry_in_scan and not needle.tip_outside_scan
+    assert float(needle.direction @ direction) > 0.99
