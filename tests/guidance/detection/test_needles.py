@@ -220,21 +220,29 @@ def test_a_needle_inserted_only_a_little_is_found_from_the_skin(thickness_mm: fl
     assert len(found_seeds.seeds) == 5 and float(distance.min(axis=1).max()) < 1.0
 
 
-def test_a_needle_coming_in_from_beyond_the_scanned_range() -> None:
-    """A needle whose hub side lies below the scan and whose last 14 mm (tip included) are in it:
-    found, with its tip at the inner end (not at the scan's edge) and no skin entry in the scan."""
-    model = scenes.patient()
-    c = model.tumour.centre_mm
-    grid = scenes.scan_grid(c, thickness_mm=2.0, slices=12)  # slices 2 mm apart, c at the middle
-    bottom = float(grid.index_to_patient(np.array([[-0.5, 0.0, 0.0]]))[0, 2])  # the slab's lower face
-    direction = np.array([1.0, 0.2, 0.15]) / np.linalg.norm([1.0, 0.2, 0.15])
-    tip = c + np.array([0.0, 0.0, bottom + 14.0 * direction[2] - c[2]])
-    entry = tip - 45.0 * direction
-    scene = scenes.render(model, grid, needles=(entry[None], tip[None]), noise_seed=6)
-    found = detect_needles(scene.volume)
-    assert len(found.needles) == 1
-    needle = found.needles[0]
-    # The visible 14 mm rise 2 mm: within the two lowest slices, the tip is placed within 1.5 mm.
-    assert float(np.linalg.norm(needle.tip_mm - tip)) < 1.5
-    assert not needle.entry_in_scan and not needle.tip_outside_scan
-    assert float(needle.direction @ direction) > 0.99
+def test_needles_of_a_simulated_procedure_scan_including_one_from_beyond_the_range() -> None:
+    """The second scan of the simulated 'easy' procedure: four needles, one of them coming in from
+    below the scanned range with its last 14 mm (tip included) in it. All four are found with
+    their tips at the inner end (that one's was taken at the scan's edge, 7.6 mm off)."""
+    from simulators.case import phantom_config, plan_case
+    from simulators.phantom import make_patient
+    from simulators.procedure import scanner_config, simulate_procedure
+    from simulators.render import render_scan
+
+    patient = make_patient(phantom_config("small"), seed=1)
+    procedure = simulate_procedure(patient, plan_case(patient).plan, "easy", seed=1)
+    scan = procedure.scans[1]
+    needles = list(scan.needles)
+    rendered = render_scan(
+        patient.model, scan.grid, needle_entries_mm=procedure.needle_entries_mm[needles],
+        needle_tips_mm=procedure.needle_tips_mm[needles], planning_to_scan=np.array(scan.planning_to_scan),
+        scanner=scanner_config(procedure.scenario), noise_seed=scan.noise_seed,
+    )  # fmt: skip
+    tips = np.array(rendered.truth.needle_tips_scan_mm)
+    entries = np.array(rendered.truth.needle_entries_scan_mm)
+    below = entries[:, 2] < float(scan.grid.index_to_patient(np.array([[-0.5, 0.0, 0.0]]))[0, 2])
+    assert len(tips) == 4 and int(below.sum()) == 1
+    found = detect_needles(rendered.volume)
+    assert len(found.needles) == 4
+    for tip in tips:
+        assert min(float(np.linalg.norm(n.tip_mm - tip)) for n in found.needles) < 1.0
