@@ -140,7 +140,7 @@ def procedure_rows(scenarios: tuple[str, ...] = _SCENARIOS) -> None:
     """Detection on every scan of a simulated procedure per scenario, against its ground truth."""
     from simulators.case import phantom_config, plan_case
     from simulators.phantom import make_patient
-    from simulators.procedure import scanner_config, simulate_procedure
+    from simulators.procedure import render_procedure_scan, simulate_procedure
 
     sys.path.insert(0, str(ROOT))
     from tests.guidance.detection.suite import measure_scan
@@ -151,16 +151,7 @@ def procedure_rows(scenarios: tuple[str, ...] = _SCENARIOS) -> None:
         plan = plan_case(patient).plan
         procedure = simulate_procedure(patient, plan, name, seed=1)
         for scan in procedure.scans:
-            rows = [procedure.seeds[j] for j in scan.seeds]
-            rendered = render_scan(
-                patient.model, scan.grid,
-                seed_positions_mm=np.array([s.position_mm for s in rows]).reshape(-1, 3),
-                seed_directions=np.array([s.direction for s in rows]).reshape(-1, 3),
-                needle_entries_mm=procedure.needle_entries_mm[list(scan.needles)].reshape(-1, 3),
-                needle_tips_mm=procedure.needle_tips_mm[list(scan.needles)].reshape(-1, 3),
-                planning_to_scan=np.array(scan.planning_to_scan), scanner=scanner_config(procedure.scenario),
-                noise_seed=scan.noise_seed,
-            )  # fmt: skip
+            rendered = render_procedure_scan(patient, procedure, scan)
             truth = rendered.truth
             entries = np.array(truth.needle_entries_scan_mm).reshape(-1, 3)
             tips = np.array(truth.needle_tips_scan_mm).reshape(-1, 3)

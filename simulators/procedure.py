@@ -60,7 +60,7 @@ from guidance.plan import Plan
 from guidance.volume import Grid
 from simulators.artefacts import StreakModel
 from simulators.phantom import Patient
-from simulators.render import SILVER_CORE_SEED_MU_PER_MM, ScannerConfig, render_scan
+from simulators.render import SILVER_CORE_SEED_MU_PER_MM, RenderedScan, ScannerConfig, render_scan
 
 __all__ = [
     "SCENARIOS",
@@ -486,6 +486,20 @@ def scan_truth(procedure: Procedure, scan: Scan, truth: dict[str, Any]) -> dict[
     }  # fmt: skip
 
 
+def render_procedure_scan(patient: Patient, procedure: Procedure, scan: Scan) -> RenderedScan:
+    """The CT of one scan of ``procedure``: its seeds and needles, its pose and the scenario's scanner."""
+    rows = [procedure.seeds[j] for j in scan.seeds]
+    return render_scan(
+        patient.model, scan.grid,
+        seed_positions_mm=np.array([s.position_mm for s in rows]).reshape(-1, 3),
+        seed_directions=np.array([s.direction for s in rows]).reshape(-1, 3),
+        needle_entries_mm=procedure.needle_entries_mm[list(scan.needles)].reshape(-1, 3),
+        needle_tips_mm=procedure.needle_tips_mm[list(scan.needles)].reshape(-1, 3),
+        planning_to_scan=np.array(scan.planning_to_scan), scanner=scanner_config(procedure.scenario),
+        noise_seed=scan.noise_seed,
+    )  # fmt: skip
+
+
 def iter_scans(
     patient: Patient, procedure: Procedure, context: StudyContext, *, first_series_number: int = 101
 ) -> Iterator[ScanOutput]:
@@ -494,19 +508,9 @@ def iter_scans(
     Each scan is a CT series of its own (new SeriesInstanceUID, series number
     ``first_series_number`` + index - 1) in ``context``'s study, in the scan's own frame of reference.
     """
-    seeds = procedure.seeds
     for scan in procedure.scans:
         started = time.perf_counter()
-        rows = [seeds[j] for j in scan.seeds]
-        rendered = render_scan(
-            patient.model, scan.grid,
-            seed_positions_mm=np.array([s.position_mm for s in rows]).reshape(-1, 3),
-            seed_directions=np.array([s.direction for s in rows]).reshape(-1, 3),
-            needle_entries_mm=procedure.needle_entries_mm[list(scan.needles)].reshape(-1, 3),
-            needle_tips_mm=procedure.needle_tips_mm[list(scan.needles)].reshape(-1, 3),
-            planning_to_scan=np.array(scan.planning_to_scan), scanner=scanner_config(procedure.scenario),
-            noise_seed=scan.noise_seed,
-        )  # fmt: skip
+        rendered = render_procedure_scan(patient, procedure, scan)
         scan_context = replace(context, frame_of_reference_uid=scan.grid.frame_of_reference_uid)
         datasets = write_ct_series(
             rendered.volume, scan_context, series_number=first_series_number + scan.index - 1,
@@ -514,6 +518,6 @@ def iter_scans(
             content_datetime=scan.acquired, image_type=("ORIGINAL", "PRIMARY", "AXIAL"),
         )  # fmt: skip
         elapsed = time.perf_counter() - started
-        logger.info("scan %d: %d seeds, %d needles, %s, %.1f s", scan.index, len(rows), len(scan.needles),
-                    scan.grid.shape, elapsed)  # fmt: skip
+        logger.info("scan %d: %d seeds, %d needles, %s, %.1f s", scan.index, len(scan.seeds),
+                    len(scan.needles), scan.grid.shape, elapsed)  # fmt: skip
         yield ScanOutput(scan, datasets, scan_truth(procedure, scan, rendered.truth.to_dict()), elapsed)

@@ -226,18 +226,12 @@ def test_needles_of_a_simulated_procedure_scan_including_one_from_beyond_the_ran
     their tips at the inner end (that one's was taken at the scan's edge, 7.6 mm off)."""
     from simulators.case import phantom_config, plan_case
     from simulators.phantom import make_patient
-    from simulators.procedure import scanner_config, simulate_procedure
-    from simulators.render import render_scan
+    from simulators.procedure import render_procedure_scan, simulate_procedure
 
     patient = make_patient(phantom_config("small"), seed=1)
     procedure = simulate_procedure(patient, plan_case(patient).plan, "easy", seed=1)
     scan = procedure.scans[1]
-    needles = list(scan.needles)
-    rendered = render_scan(
-        patient.model, scan.grid, needle_entries_mm=procedure.needle_entries_mm[needles],
-        needle_tips_mm=procedure.needle_tips_mm[needles], planning_to_scan=np.array(scan.planning_to_scan),
-        scanner=scanner_config(procedure.scenario), noise_seed=scan.noise_seed,
-    )  # fmt: skip
+    rendered = render_procedure_scan(patient, procedure, scan)
     tips = np.array(rendered.truth.needle_tips_scan_mm)
     entries = np.array(rendered.truth.needle_entries_scan_mm)
     below = entries[:, 2] < float(scan.grid.index_to_patient(np.array([[-0.5, 0.0, 0.0]]))[0, 2])

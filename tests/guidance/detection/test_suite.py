@@ -112,7 +112,11 @@ def test_thin_slices_max_position_error(thin: Tally) -> None:
     assert max(thin.position_errors_mm) <= 1.0
 
 
-@pytest.mark.xfail(strict=True, reason="5 mm slices: seeds within one slice, clusters along the slice axis")
+@pytest.mark.xfail(
+    strict=True,
+    reason="5 mm slices: seeds 7-9 mm apart and chains join at the thick-slice level; sensitivity 0.81 "
+    "(simulator) / 0.92 (second renderer), along the slice axis up to 2.9 mm",
+)
 def test_thick_slices() -> None:
     thick = _by_thickness(5.0)
     assert thick.sensitivity >= 0.98 and thick.precision >= 0.98
