@@ -84,12 +84,17 @@ IDLE_WAIT_S = 0.001
 
 
 class _SocketWaitingDUL(DULServiceProvider):
-    """A DUL whose idle pause ends as soon as its socket is readable.
+    """A DUL that serves C-STORE requests from the PDUs it reads and waits on its socket when idle.
 
     pynetdicom's reactor calls ``time.sleep(self._run_loop_delay)`` when it had
     nothing to do; reading the attribute here waits on the socket (up to
-    :data:`IDLE_WAIT_S`) and leaves nothing to sleep.
+    :data:`IDLE_WAIT_S`) and leaves nothing to sleep. P-DATA-TF PDUs go to a
+    :class:`_StoreReceiver` first (:meth:`_read_pdu_data`).
     """
+
+    def __init__(self, assoc: Association) -> None:
+        super().__init__(assoc)
+        self._stores = _StoreReceiver(assoc)
 
     @property
     def _run_loop_delay(self) -> float:
@@ -110,11 +115,6 @@ class _SocketWaitingDUL(DULServiceProvider):
     @_run_loop_delay.setter
     def _run_loop_delay(self, value: float) -> None:
         """pynetdicom's constructor sets its delay; the wait above replaces it."""
-
-
-    def __init__(self, assoc: Association) -> None:
-        super().__init__(assoc)
-        self._stores = _StoreReceiver(assoc)
 
     def _read_pdu_data(self) -> None:
         """Read a PDU; C-STORE traffic of an established association is served here directly.
