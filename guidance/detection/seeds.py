@@ -11,7 +11,7 @@ Method:
    labelling the whole volume). A seed touching bone joins the bone's region: on slices
    up to ``reference_slice_mm``, where the free seeds' peak clearly outshines the bone
    (by a fifth), regions too large for seeds are cut again halfway between the bone's
-   brightest level (99.9th percentile) and the seeds' median peak, and seed-sized parts
+   brightest level (99th percentile) and the seeds' median peak, and seed-sized parts
    there are candidates too (counted by their length, with a lower confidence).
 2. Each region's local background is the median HU of a shell around it; its excess
    (HU - background, voxels of the region grown by one voxel) is integrated in HU x mm^3.
@@ -196,7 +196,8 @@ def _bone(
 
     Cortical fragments split from the rest of a bone by the level (a vertebra's processes on
     2 mm slices) can be seed-sized; beside bone, a seed is told apart by being brighter than
-    any bone of the same scan (its 99.9th percentile: the scan's own HU scale). Not on slices
+    any bone of the same scan (its 99th percentile: the scan's own HU scale; the top per cent may
+    be an undetected needle or streak-joined metal in those regions). Not on slices
     thicker than ``reference_slice_mm``, where partial volume brings a seed's peak to bone levels.
     """
     large = np.zeros(image.shape, dtype=bool)
@@ -207,7 +208,7 @@ def _bone(
             large[box] |= inside
     if not large.any():
         return large, math.inf
-    return large, float(np.percentile(image[large], 99.9))
+    return large, float(np.percentile(image[large], 99.0))
 
 
 def _parts_above(

@@ -185,3 +185,24 @@ def test_seeds_touching_bone_are_found_above_the_bones_brightest_level() -> None
     assert np.all(nearest < 1.0)
     beside = ["in contact with bone" in " ".join(found.seeds[j].reasons) for j in index]
     assert beside == [False] * 3 + [True] * 3
+
+
+def test_seeds_beside_streak_joined_metal_are_not_taken_for_bone() -> None:
+    """The second scan of the simulated 'hard' procedure (heavy streaks, five needles in): the
+    regions too large for seeds include streak-joined metal, whose bright top (2165 HU at the
+    99.9th percentile) once set the bone's level and made seeds of 860-1380 HU 'bone fragments'.
+    The bone's level is their 99th percentile; four of the five seeds are found (the fifth lies
+    in a needle's voxels)."""
+    from guidance.detection import detect_needles, needle_mask
+    from simulators.case import phantom_config, plan_case
+    from simulators.phantom import make_patient
+    from simulators.procedure import render_procedure_scan, simulate_procedure
+
+    patient = make_patient(phantom_config("small"), seed=1)
+    procedure = simulate_procedure(patient, plan_case(patient).plan, "hard", seed=1)
+    rendered = render_procedure_scan(patient, procedure, procedure.scans[1])
+    needles = detect_needles(rendered.volume)
+    found = detect_seeds(rendered.volume, exclude_mask=needle_mask(needles, rendered.volume.grid))
+    truth = np.array(rendered.truth.seeds_scan_mm)
+    nearest, _, false_positives = _match(truth, found.positions_mm)
+    assert len(truth) == 5 and int(np.count_nonzero(nearest < 1.0)) >= 4 and false_positives == 0
