@@ -34,8 +34,8 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from guidance.planning.greedy import OrganTerm, TargetTerm, gaps_ok, sampled_d90
-from guidance.planning.improve import Geometry, allowed_move, selection_dose
+from guidance.planning.greedy import OrganTerm, TargetTerm, gaps_kept_without, sampled_d90
+from guidance.planning.improve import Geometry, allowed_move, removal_order, selection_dose
 from guidance.planning.result import PlacementOptions
 
 __all__ = ["exchange_seeds"]
@@ -143,21 +143,6 @@ class _Climb:
         return chosen if self.reaches(chosen) else None
 
 
-def _removal_order(climb: _Climb, chosen: list[int]) -> list[int]:
-    """Chosen seeds by the coverage credit lost when each is taken away, smallest first."""
-    target, goal = climb.target, climb.goal_gy
-    dose = selection_dose(target, chosen)
-    capped = float(target.weights_cc @ np.minimum(dose, goal))
-    loss = [capped - float(target.weights_cc @ np.minimum(target.plus(dose, j, -1.0), goal)) for j in chosen]
-    return [chosen[int(k)] for k in np.argsort(loss, kind="stable")]
-
-
-def _keeps_gaps(geometry: Geometry, chosen: list[int], r: int, gap_mm: float) -> bool:
-    """Whether the seeds left on r's track after taking r away keep every gap within ``gap_mm``."""
-    same = [j for j in chosen if j != r and geometry.tracks[j] == geometry.tracks[r]]
-    return gaps_ok(geometry.positions_mm[same], gap_mm)
-
-
 def exchange_seeds(
     chosen: Sequence[int],
     target: TargetTerm,
@@ -178,7 +163,8 @@ def exchange_seeds(
         return result
     gap = options.max_seed_gap_mm
     for _ in range(_MAX_ROUNDS):
-        removable = [r for r in _removal_order(climb, result) if _keeps_gaps(geometry, result, r, gap)]
+        removable = [r for r in removal_order(target, result, goal_gy)
+                     if gaps_kept_without(geometry.positions_mm, geometry.tracks, result, r, gap)]
         for r in removable[:_REMOVAL_TRIES]:
             repaired = climb.repair([j for j in result if j != r])
             if repaired is not None:

@@ -36,7 +36,9 @@ from numpy.typing import NDArray
 
 from guidance.planning.result import Feasibility, PlacementOptions
 
-__all__ = ["OrganTerm", "Selection", "TargetTerm", "gaps_ok", "sampled_d90", "select_seeds"]
+__all__ = [
+    "OrganTerm", "Selection", "TargetTerm", "gaps_kept_without", "gaps_ok", "sampled_d90", "select_seeds",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -205,12 +207,14 @@ def _step(
     return Feasibility.CANDIDATES_EXHAUSTED
 
 
-def _keeps_gaps(
-    state: _State, j: int, positions: NDArray[np.float64], tracks: NDArray[np.intp], max_gap_mm: float
+def gaps_kept_without(
+    positions_mm: NDArray[np.float64], tracks: NDArray[np.intp], chosen: Sequence[int], removed: int,
+    max_gap_mm: float,
 ) -> bool:
-    """Whether the seeds left on j's track after removing j keep every gap within ``max_gap_mm``."""
-    left = [k for k in state.chosen if k != j and tracks[k] == tracks[j]]
-    return gaps_ok(positions[left], max_gap_mm)
+    """Whether the seeds left on ``removed``'s track, once it is taken away, keep every gap within
+    ``max_gap_mm``."""
+    left = [k for k in chosen if k != removed and tracks[k] == tracks[removed]]
+    return gaps_ok(positions_mm[left], max_gap_mm)
 
 
 def _remove_pass(
@@ -232,7 +236,9 @@ def _remove_pass(
         for k in np.argsort(loss, kind="stable"):
             j = state.chosen[int(k)]
             trial = target.plus(state.dose, j, -1.0)
-            if sampled_d90(trial, target.weights_cc) >= goal_gy and _keeps_gaps(state, j, *geometry):
+            if sampled_d90(trial, target.weights_cc) >= goal_gy and gaps_kept_without(
+                geometry[0], geometry[1], state.chosen, j, geometry[2]
+            ):
                 state.chosen.remove(j)
                 state.dose = trial
                 changed = True

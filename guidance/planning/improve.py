@@ -34,7 +34,14 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from guidance.planning.greedy import OrganTerm, TargetTerm, gaps_ok, organ_metric, sampled_d90
+from guidance.planning.greedy import (
+    OrganTerm,
+    TargetTerm,
+    gaps_kept_without,
+    gaps_ok,
+    organ_metric,
+    sampled_d90,
+)
 from guidance.planning.result import PlacementOptions
 
 __all__ = ["Geometry", "allowed_move", "improve_selection", "selection_dose"]
@@ -228,25 +235,26 @@ def _repair(context: _Context, chosen: list[int]) -> list[int] | None:
     return None
 
 
-def _removal_order(context: _Context, chosen: list[int]) -> list[int]:
-    """Chosen seeds by the coverage credit lost when each is taken away, smallest first."""
-    target = context.target
+def removal_order(target: TargetTerm, chosen: Sequence[int], goal_gy: float) -> list[int]:
+    """Chosen seeds by the coverage credit lost when each is taken away, smallest first.
+
+    The credit is the target's dose capped at ``goal_gy``, weighted by volume.
+    """
     dose = selection_dose(target, chosen)
-    goal = context.goal_gy
-    capped = target.weights_cc @ np.minimum(dose, goal)
-    loss = [float(capped - target.weights_cc @ np.minimum(target.plus(dose, j, -1.0), goal)) for j in chosen]
+    capped = target.weights_cc @ np.minimum(dose, goal_gy)
+    loss = [
+        float(capped - target.weights_cc @ np.minimum(target.plus(dose, j, -1.0), goal_gy)) for j in chosen
+    ]
     return [chosen[int(k)] for k in np.argsort(loss, kind="stable")]
 
 
 def _squeeze(context: _Context, chosen: list[int]) -> list[int]:
     gap, geometry = context.options.max_seed_gap_mm, context.geometry
     while chosen:
-        for r in _removal_order(context, chosen)[:_REMOVAL_TRIES]:
-            rest = [j for j in chosen if j != r]
-            same = [j for j in rest if geometry.tracks[j] == geometry.tracks[r]]
-            if not gaps_ok(geometry.positions_mm[same], gap):
+        for r in removal_order(context.target, chosen, context.goal_gy)[:_REMOVAL_TRIES]:
+            if not gaps_kept_without(geometry.positions_mm, geometry.tracks, chosen, r, gap):
                 continue
-            repaired = _repair(context, rest)
+            repaired = _repair(context, [j for j in chosen if j != r])
             if repaired is not None:
                 chosen = repaired
                 break
