@@ -10,7 +10,7 @@ from guidance.dose import seed_contributions
 from guidance.planning import PlacementOptions, candidate_tracks, structure_samples
 from guidance.planning import _kernels as kernels
 from guidance.planning.exchange import exchange_seeds
-from guidance.planning.greedy import TargetTerm, gaps_ok, sampled_d90, select_seeds
+from guidance.planning.greedy import TargetTerm, sampled_d90
 from guidance.planning.improve import Geometry, improve_selection, selection_dose
 from guidance.planning.optimiser import _candidates, _conflicts
 from tests.guidance.planning import phantoms
@@ -48,34 +48,9 @@ def test_relocation_kernel_matches_the_exact_d90_within_a_bin() -> None:
 @pytest.fixture(scope="module")
 def exchanged_15cc() -> tuple[TargetTerm, Geometry, list[int], list[int]]:
     """Greedy + local improvement on a 15 cc sphere (tracks along +Y 5 mm apart), then the exchange."""
-    grid = phantoms.grid()
-    target = phantoms.sphere_fraction(grid, phantoms.radius_mm(15.0))
-    body = phantoms.body(grid)
-    tracks = candidate_tracks(target, body, directions=[(0.0, 1.0, 0.0)], track_spacing_mm=5.0).tracks
-    positions, directions, owners = _candidates(tracks)
-    points, weights = structure_samples(target, OPTIONS.sample_spacing_mm)
-    strengths = np.full(positions.shape[0], OPTIONS.strength_u)
-    influence = seed_contributions(points, positions, directions, strengths, "6711")
-    term = TargetTerm(weights, np.zeros(points.shape[0]), influence)
-    conflicts = _conflicts(tracks, OPTIONS.min_track_distance_mm)
-    geometry = Geometry(positions, owners, conflicts, np.full(positions.shape[0], np.inf))
-    selection = select_seeds(
-        term, [], positions, owners, conflicts, np.zeros((0, 3)), OPTIONS, goal_gy=GOAL_GY
-    )
-    improved = improve_selection(selection.chosen, term, [], geometry, OPTIONS, goal_gy=GOAL_GY)
+    term, geometry, greedy = phantoms.greedy_on_sphere(15.0, OPTIONS, GOAL_GY, track_spacing_mm=5.0)
+    improved = improve_selection(greedy, term, [], geometry, OPTIONS, goal_gy=GOAL_GY)
     return term, geometry, improved, exchange_seeds(improved, term, [], geometry, OPTIONS, goal_gy=GOAL_GY)
-
-
-def _assert_rules(geometry: Geometry, chosen: list[int]) -> None:
-    positions = geometry.positions_mm[chosen]
-    distance = np.linalg.norm(positions[:, np.newaxis] - positions[np.newaxis], axis=-1)
-    np.fill_diagonal(distance, np.inf)
-    assert distance.min() >= OPTIONS.min_seed_distance_mm - 1e-9
-    used = sorted({int(geometry.tracks[j]) for j in chosen})
-    for track in used:
-        on_track = [j for j in chosen if geometry.tracks[j] == track]
-        assert gaps_ok(geometry.positions_mm[on_track], OPTIONS.max_seed_gap_mm)
-        assert not geometry.conflicts(track) & set(used)
 
 
 def test_exchange_needs_fewer_seeds_and_keeps_the_rules(
@@ -87,7 +62,7 @@ def test_exchange_needs_fewer_seeds_and_keeps_the_rules(
     # measured: 20 seeds after the squeeze, 19 after the exchange
     assert len(fewer) < len(start)
     assert len(set(fewer)) == len(fewer)
-    _assert_rules(geometry, fewer)
+    phantoms.assert_spacing_rules(geometry, fewer, OPTIONS)
 
 
 def test_exchange_is_deterministic_and_never_adds_seeds(

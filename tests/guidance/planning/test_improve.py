@@ -6,12 +6,10 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from guidance.dose import seed_contributions
-from guidance.planning import PlacementOptions, candidate_tracks, structure_samples
+from guidance.planning import PlacementOptions
 from guidance.planning import _kernels as kernels
-from guidance.planning.greedy import TargetTerm, gaps_ok, sampled_d90, select_seeds
+from guidance.planning.greedy import TargetTerm, sampled_d90
 from guidance.planning.improve import Geometry, improve_selection, selection_dose
-from guidance.planning.optimiser import _candidates, _conflicts
 from tests.guidance.planning import phantoms
 
 OPTIONS = PlacementOptions(prescription_gy=140.0, strength_u=0.762, source_model="6711")
@@ -52,19 +50,7 @@ def test_move_kernel_matches_numpy() -> None:
 @pytest.fixture(scope="module")
 def greedy_10cc() -> tuple[TargetTerm, Geometry, tuple[int, ...]]:
     """Greedy selection (with its removal pass) on a 10 cc sphere, tracks along +Y 7 mm apart."""
-    grid = phantoms.grid()
-    target = phantoms.sphere_fraction(grid, phantoms.radius_mm(10.0))
-    tracks = candidate_tracks(target, phantoms.body(grid), directions=[(0.0, 1.0, 0.0)]).tracks
-    positions, directions, owners = _candidates(tracks)
-    points, weights = structure_samples(target, OPTIONS.sample_spacing_mm)
-    strengths = np.full(positions.shape[0], OPTIONS.strength_u)
-    influence = seed_contributions(points, positions, directions, strengths, "6711")
-    term = TargetTerm(weights, np.zeros(points.shape[0]), influence)
-    conflicts = _conflicts(tracks, OPTIONS.min_track_distance_mm)
-    geometry = Geometry(positions, owners, conflicts, np.full(positions.shape[0], np.inf))
-    fixed = np.zeros((0, 3))
-    selection = select_seeds(term, [], positions, owners, conflicts, fixed, OPTIONS, goal_gy=GOAL_GY)
-    return term, geometry, selection.chosen
+    return phantoms.greedy_on_sphere(10.0, OPTIONS, GOAL_GY, track_spacing_mm=7.0)
 
 
 def _hot_cc(term: TargetTerm, chosen: list[int] | tuple[int, ...]) -> float:
@@ -82,15 +68,7 @@ def test_improvement_needs_fewer_seeds_and_keeps_the_rules(
     # measured: the greedy selection keeps 17 seeds (V150 6.3 cc), the improvement 15 (6.1 cc)
     assert len(improved) < len(greedy)
     assert _hot_cc(term, improved) < _hot_cc(term, greedy)
-    positions = geometry.positions_mm[improved]
-    distance = np.linalg.norm(positions[:, np.newaxis] - positions[np.newaxis], axis=-1)
-    np.fill_diagonal(distance, np.inf)
-    assert distance.min() >= OPTIONS.min_seed_distance_mm - 1e-9
-    used = sorted({int(geometry.tracks[j]) for j in improved})
-    for track in used:
-        on_track = [j for j in improved if geometry.tracks[j] == track]
-        assert gaps_ok(geometry.positions_mm[on_track], OPTIONS.max_seed_gap_mm)
-        assert not geometry.conflicts(track) & set(used)
+    phantoms.assert_spacing_rules(geometry, improved, OPTIONS)
 
 
 def test_improvement_is_deterministic_and_leaves_a_short_selection_alone(
