@@ -385,15 +385,20 @@ def _single_elongation(regions: list[_Region], single: float, grid: Grid) -> flo
     It depends on where the seed's metal is (a marker rod shorter than the capsule) and on
     the blur; without single seeds in the scan, a uniform 4.5 mm rod's L^2 / 12.
     """
-    values = [spread(r.points_mm, r.excess, grid) for r in regions if 0.7 <= r.integral / single <= 1.3]
+    values = [spread(r.points_mm, r.excess, grid) for r in _singles(regions, single)]
     if not values:
         return _SEED_LENGTH_MM**2 / 12.0
     return float(np.median([v[0] - v[1] for v in values]))
 
 
+def _singles(regions: list[_Region], single: float) -> list[_Region]:
+    """The regions holding one seed's integral (within 30 %): the scan's own single seeds."""
+    return [r for r in regions if 0.7 <= r.integral / single <= 1.3]
+
+
 def _single_peak(regions: list[_Region], single: float) -> float:
-    """One seed's peak HU in this scan: the median over regions of one seed's integral (0 if none)."""
-    peaks = [r.peak_hu for r in regions if abs(r.integral - single) <= 0.25 * single]
+    """One seed's peak HU in this scan: the median over the regions of one seed's integral (0 if none)."""
+    peaks = [r.peak_hu for r in _singles(regions, single)]
     return float(np.median(peaks)) if peaks else 0.0
 
 
