@@ -356,11 +356,11 @@ def detect_needles(ct: Volume, *, options: NeedleOptions | None = None) -> Needl
     notes: list[str] = []
     runs = _needle_like(ct, runs, opts, notes)
     runs = _bridged(ct, runs, opts, max_gap_mm)
-    body, steps = body_mask(ct, body_hu=opts.body_hu)
-    runs += _entering(ct, points, runs, (body, steps), opts, max_gap_mm, notes)
     needles: tuple[DetectedNeedle, ...] = ()
-    if runs:
-        if not body.any():
+    if len(points) >= 6:  # fewer make no line: a scan without metal needs no body mask
+        body, steps = body_mask(ct, body_hu=opts.body_hu)
+        runs += _entering(ct, points, runs, (body, steps), opts, max_gap_mm, notes)
+        if runs and not body.any():
             notes.append(f"no body above {opts.body_hu} HU: entries are the needles' outer ends")
         needles = tuple(_measure(ct, run, body, steps, opts) for run in runs)
     seconds = time.perf_counter() - started
