@@ -50,12 +50,12 @@ from datetime import datetime
 from io import BytesIO
 from typing import TYPE_CHECKING, Any, cast
 
-from pydicom.dataset import Dataset
 from pynetdicom import evt
 from pynetdicom._globals import MODE_ACCEPTOR
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_ECHO, C_STORE
 from pynetdicom.dul import DULServiceProvider
+from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 from pynetdicom.utils import make_target
 
@@ -298,21 +298,19 @@ class _StoreReceiver:
 
 
 def _handler_status(assoc: Association, request: C_STORE, context: Any) -> tuple[int, str]:
-    """Trigger EVT_C_STORE; the status and error comment to answer (pynetdicom's rules, 0xC211 on error)."""
+    """Trigger EVT_C_STORE; the status and error comment to answer.
+
+    The handler's return value is read by pynetdicom's own Storage SCP rules
+    (``validate_status``: a status dataset or an int, 0xC001 / 0xC002 when it is
+    neither); an exception in the handler answers 0xC211, as pynetdicom's does.
+    """
     try:
         result = evt.trigger(assoc, evt.EVT_C_STORE, {"request": request, "context": context.as_tuple})
     except Exception:
         logger.exception("Exception in handler bound to 'evt.EVT_C_STORE'")
         return 0xC211, ""
-    if isinstance(result, Dataset):
-        if "Status" not in result:
-            logger.error("the EVT_C_STORE handler returned a status dataset without Status")
-            return 0xC001, ""
-        return int(result.Status), str(result.get("ErrorComment", "") or "")
-    if isinstance(result, int):
-        return result, ""
-    logger.error("the EVT_C_STORE handler returned an invalid status %r", result)
-    return 0xC002, ""
+    response = StorageServiceClass(assoc).validate_status(cast(Any, result), C_STORE())
+    return int(cast(int, response.Status)), str(response.ErrorComment or "")
 
 
 class _ChunkedSocket(AssociationSocket):
