@@ -146,9 +146,9 @@ def procedure_rows(scenarios: tuple[str, ...] = _SCENARIOS) -> None:
     from tests.guidance.detection.suite import measure_scan
 
     logger.info("quality per scan of a simulated procedure (scenario, scan, slice thickness):")
+    patient = make_patient(phantom_config("small"), seed=1)
+    plan = plan_case(patient).plan
     for name in scenarios:
-        patient = make_patient(phantom_config("small"), seed=1)
-        plan = plan_case(patient).plan
         procedure = simulate_procedure(patient, plan, name, seed=1)
         for scan in procedure.scans:
             rendered = render_procedure_scan(patient, procedure, scan)

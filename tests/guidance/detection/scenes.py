@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 from numpy.typing import NDArray
 
+from guidance.plan import Plan
 from guidance.volume import Grid, Volume
-from simulators.phantom import PatientModel, PhantomConfig, build_model
-from simulators.render import ScannerConfig, render_scan
+from simulators.phantom import Patient, PatientModel, PhantomConfig, build_model
+from simulators.render import RenderedScan, ScannerConfig, render_scan
 
 
 @dataclass(frozen=True, eq=False)
@@ -89,3 +91,22 @@ def render(
         scanner=scanner,
     )
     return Scene(scan.volume, s_pos, s_dir, n_entry, n_tip)
+
+
+@cache
+def _small_case() -> tuple[Patient, Plan]:
+    """The small simulated patient (phantom seed 1) and its plan, made once."""
+    from simulators.case import phantom_config, plan_case
+    from simulators.phantom import make_patient
+
+    small = make_patient(phantom_config("small"), seed=1)
+    return small, plan_case(small).plan
+
+
+def procedure_scan(scenario: str, index: int) -> RenderedScan:
+    """Scan ``index`` (from 0) of the simulated procedure of ``scenario`` on the small case (seed 1)."""
+    from simulators.procedure import render_procedure_scan, simulate_procedure
+
+    small, plan = _small_case()
+    procedure = simulate_procedure(small, plan, scenario, seed=1)
+    return render_procedure_scan(small, procedure, procedure.scans[index])

@@ -224,17 +224,10 @@ def test_needles_of_a_simulated_procedure_scan_including_one_from_beyond_the_ran
     """The second scan of the simulated 'easy' procedure: four needles, one of them coming in from
     below the scanned range with its last 14 mm (tip included) in it. All four are found with
     their tips at the inner end (that one's was taken at the scan's edge, 7.6 mm off)."""
-    from simulators.case import phantom_config, plan_case
-    from simulators.phantom import make_patient
-    from simulators.procedure import render_procedure_scan, simulate_procedure
-
-    patient = make_patient(phantom_config("small"), seed=1)
-    procedure = simulate_procedure(patient, plan_case(patient).plan, "easy", seed=1)
-    scan = procedure.scans[1]
-    rendered = render_procedure_scan(patient, procedure, scan)
+    rendered = scenes.procedure_scan("easy", 1)
     tips = np.array(rendered.truth.needle_tips_scan_mm)
     entries = np.array(rendered.truth.needle_entries_scan_mm)
-    below = entries[:, 2] < float(scan.grid.index_to_patient(np.array([[-0.5, 0.0, 0.0]]))[0, 2])
+    below = entries[:, 2] < float(rendered.volume.grid.index_to_patient(np.array([[-0.5, 0.0, 0.0]]))[0, 2])
     assert len(tips) == 4 and int(below.sum()) == 1
     found = detect_needles(rendered.volume)
     assert len(found.needles) == 4
@@ -246,13 +239,7 @@ def test_needles_of_a_simulated_procedure_scan_on_five_mm_slices() -> None:
     """The first scan of the simulated 'thick-slices' procedure: eight needles on 5 mm slices, where
     a needle leaves few, scattered metal points. At least seven are found, their tips within 2.5 mm
     (along a needle that rises through 5 mm slices the tip is placed within half a slice or so)."""
-    from simulators.case import phantom_config, plan_case
-    from simulators.phantom import make_patient
-    from simulators.procedure import render_procedure_scan, simulate_procedure
-
-    patient = make_patient(phantom_config("small"), seed=1)
-    procedure = simulate_procedure(patient, plan_case(patient).plan, "thick-slices", seed=1)
-    rendered = render_procedure_scan(patient, procedure, procedure.scans[0])
+    rendered = scenes.procedure_scan("thick-slices", 0)
     assert float(rendered.volume.spacing_mm[0]) == 5.0
     found = detect_needles(rendered.volume)
     tips = np.array(rendered.truth.needle_tips_scan_mm)

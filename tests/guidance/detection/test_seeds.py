@@ -194,13 +194,8 @@ def test_seeds_beside_streak_joined_metal_are_not_taken_for_bone() -> None:
     The bone's level is their 99th percentile; four of the five seeds are found (the fifth lies
     in a needle's voxels)."""
     from guidance.detection import detect_needles, needle_mask
-    from simulators.case import phantom_config, plan_case
-    from simulators.phantom import make_patient
-    from simulators.procedure import render_procedure_scan, simulate_procedure
 
-    patient = make_patient(phantom_config("small"), seed=1)
-    procedure = simulate_procedure(patient, plan_case(patient).plan, "hard", seed=1)
-    rendered = render_procedure_scan(patient, procedure, procedure.scans[1])
+    rendered = scenes.procedure_scan("hard", 1)
     needles = detect_needles(rendered.volume)
     found = detect_seeds(rendered.volume, exclude_mask=needle_mask(needles, rendered.volume.grid))
     truth = np.array(rendered.truth.seeds_scan_mm)
