@@ -69,6 +69,11 @@ class SeedOptions:
         On thick slices, regions too large for seeds but smaller than this (cc) are cut again
         at twice the level while it is below ``threshold_hu``: seeds joined by bright streaks
         (bone is larger).
+    basin_persistence : float
+        On thick slices, a region too large for seeds is cut into intensity basins
+        (:func:`guidance.detection.components.basins`): a peak is a part of its own where it
+        stands above the saddle joining it to a brighter one by this fraction of its height
+        over the level (seeds apart show a deep dip; noise and one seed's two ends do not).
     max_cluster : int
         Regions estimated to hold more seeds than this are reported as rejected, not split.
     single_seed_integral : float or None
@@ -104,6 +109,7 @@ class SeedOptions:
     max_extent_mm: float = 16.0
     min_fraction: float = 0.35
     max_joined_cc: float = 10.0
+    basin_persistence: float = 0.3
     max_cluster: int = 4
     single_seed_integral: float | None = None
     background_margin_mm: float = 2.5
@@ -128,6 +134,10 @@ class SeedOptions:
         })  # fmt: skip
         if not math.isfinite(self.threshold_hu):
             raise ValueError(f"SeedOptions.threshold_hu must be finite; got {self.threshold_hu}")
+        if not 0.0 < self.basin_persistence < 1.0:
+            raise ValueError(
+                f"SeedOptions.basin_persistence must be within (0, 1); got {self.basin_persistence}"
+            )
         if not 1 <= self.max_cluster <= 8:
             raise ValueError(f"SeedOptions.max_cluster must be within [1, 8]; got {self.max_cluster}")
         if self.single_seed_integral is not None and not self.single_seed_integral > 0:

@@ -12,9 +12,14 @@ Method:
    up to ``reference_slice_mm``, where the free seeds' peak clearly outshines the bone
    (by a fifth), regions too large for seeds are cut again halfway between the bone's
    brightest level (99th percentile) and the seeds' median peak, and seed-sized parts
-   there are candidates too (counted by their length, with a lower confidence).
-2. Each region's local background is the median HU of a shell around it; its excess
-   (HU - background, voxels of the region grown by one voxel) is integrated in HU x mm^3.
+   there are candidates too (counted by their length, with a lower confidence). On
+   thicker slices the level falls with the thickness and joins seeds apart: a region too
+   large for seeds is cut into its intensity basins (one per peak standing out by
+   ``basin_persistence``, :func:`guidance.detection.components.basins`), and a basin
+   still too large is cut again at twice the level.
+2. Each region's local background is the median HU of a shell around it, slice by slice;
+   its excess (HU - background, voxels of the region grown by the integration margin, not
+   into another region's or a needle's voxels) is integrated in HU x mm^3.
 3. One seed's integral is the most common one over regions (or given); a region holds
    round(integral / single) seeds. Regions below ``min_fraction`` of a seed are noise or
    streak fragments; in-plane streak-like regions (one slice, long and thin) are rejected.
@@ -46,6 +51,7 @@ from numpy.typing import NDArray
 
 from guidance import __version__
 from guidance.detection.clusters import centroid, chain_pitch, end_to_end, side_by_side, split, spread
+from guidance.detection.components import Components, basin_parts, components, parts_above
 from guidance.detection.lines import principal_line
 from guidance.detection.result import SEED_STAGE, DetectedSeed, SeedDetection, SeedOptions
 from guidance.provenance import Provenance
@@ -70,60 +76,8 @@ class _Region:
     peak_hu: float = 0.0
 
 
-_BLOCK = 4
+_MIN_RING = 8  # voxels of a slice's shell for its own background
 _SEED_LENGTH_MM = 4.5  # I-125 seeds (6711, 6702, IAI-125A, ...): 4.5 mm x 0.8 mm
-_CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
-_Components = list[tuple[tuple[slice, ...], NDArray[np.bool_]]]  # (box in image indices, voxels in it)
-
-
-def _block_any(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
-    """True for each block of ``_BLOCK`` voxels a side (the last cut short) holding a ``mask`` voxel."""
-    coarse = mask
-    for axis in range(mask.ndim):
-        head = (slice(None),) * axis
-        out = coarse[(*head, slice(0, None, _BLOCK))].copy()
-        for k in range(1, _BLOCK):
-            part = coarse[(*head, slice(k, None, _BLOCK))]
-            out[(*head, slice(0, part.shape[axis]))] |= part
-        coarse = out
-    return coarse
-
-
-def _components(mask: NDArray[np.bool_]) -> list[tuple[tuple[slice, ...], NDArray[np.bool_]]]:
-    """Bounding boxes (voxel slices) of the 26-connected regions of ``mask`` and their voxels in the box.
-
-    The volume is labelled on blocks of ``_BLOCK`` voxels a side (a block is set when it
-    holds a voxel of the mask); a region lies in one coarse component, so each component's
-    box is labelled at full resolution on its own blocks. Only the few boxes around metal
-    and bone are labelled, not the whole volume.
-    """
-    from scipy import ndimage
-
-    coarse = _block_any(mask)
-    coarse_labels, _ = ndimage.label(coarse, structure=_CONNECTIVITY)
-    boxes: list[tuple[tuple[slice, ...], NDArray[np.bool_]]] = []
-    for label, coarse_box in enumerate(ndimage.find_objects(coarse_labels), start=1):
-        if coarse_box is None:
-            continue
-        box = tuple(
-            slice(sl.start * _BLOCK, min(sl.stop * _BLOCK, n))
-            for sl, n in zip(coarse_box, mask.shape, strict=True)
-        )
-        own_blocks = coarse_labels[coarse_box] == label
-        for axis in range(3):
-            own_blocks = np.repeat(own_blocks, _BLOCK, axis=axis)
-        own_blocks = own_blocks[tuple(slice(0, sl.stop - sl.start) for sl in box)]
-        labels, _ = ndimage.label(mask[box] & own_blocks, structure=_CONNECTIVITY)
-        for local_label, local in enumerate(ndimage.find_objects(labels), start=1):
-            if local is not None:
-                region_box = tuple(
-                    slice(b.start + sl.start, b.start + sl.stop) for b, sl in zip(box, local, strict=True)
-                )
-                boxes.append((region_box, labels[local] == local_label))
-    # In the order of a whole-volume labelling: by each region's first voxel in raster order.
-    first = [np.ravel_multi_index(tuple(np.argwhere(inside)[0] + [sl.start for sl in box]), mask.shape)
-             for box, inside in boxes]  # fmt: skip
-    return [boxes[i] for i in np.argsort(first, kind="stable")]
 
 
 def _regions(
@@ -145,10 +99,14 @@ def _regions(
     regions: list[_Region] = []
     rejected: list[tuple[NDArray[np.float64], str]] = []
     level = threshold_level_hu(ct, opts)
-    components = _components(mask)
-    large, bone_peak_hu = _bone(image, components, grid, opts)
-    seeds, bones = _seed_components(image, components, level, grid, opts)
+    thick = float(spacing[0]) > 1.01 * opts.reference_slice_mm
+    found = components(mask)
+    large, bone_peak_hu = _bone(image, found, grid, opts)
+    seeds, bones = _seed_components(image, found, level, grid, opts)
     in_bone = _beside_bone(image, seeds, bones, bone_peak_hu, grid, opts)
+    claimed = np.zeros(image.shape, dtype=bool)  # every candidate's voxels: no other region integrates them
+    for box, inside in seeds + in_bone:
+        claimed[box] |= inside
     for number, (box, inside) in enumerate(seeds + in_bone):
         # Clipped at the volume's faces: a seed in the first or last slice is common in short scans.
         grown = tuple(
@@ -159,14 +117,14 @@ def _regions(
         own[tuple(slice(b.start - g.start, b.stop - g.start) for b, g in zip(box, grown, strict=True))] = (
             inside
         )
-        core = ndimage.maximum_filter(own, size=reach)
+        core = ndimage.maximum_filter(own, size=reach) & ~(claimed[grown] & ~own)
         if exclude is not None:  # the integration margin stops at a needle's voxels
             core &= ~exclude[grown]
         shell = ~ndimage.maximum_filter(core, size=3) & ~mask[grown]
         values = image[grown].astype(np.float32)
         # At least water: a shell reaching into air (skin, airway) would count tissue as metal.
-        background = float(np.median(values[shell])) if shell.any() else 0.0
-        excess = np.clip(values[core] - background, 0.0, None).astype(np.float64)
+        background = _slice_backgrounds(values, shell, thick)
+        excess = np.clip(values - background[:, None, None], 0.0, None)[core].astype(np.float64)
         offset = np.array([sl.start for sl in grown])
         index = np.argwhere(core) + offset
         near = exclude is not None and bool(exclude[grown].any())
@@ -184,6 +142,27 @@ def _regions(
         else:
             regions.append(region)
     return regions, rejected
+
+
+def _slice_backgrounds(
+    values: NDArray[np.float32], shell: NDArray[np.bool_], by_slice: bool
+) -> NDArray[np.float64]:
+    """The local background of each slice of a region's box (the median of its shell), HU.
+
+    On thick slices (``by_slice``) anatomy changes from one slice to the next, 5 mm apart:
+    one median for the whole shell would count the brighter slice's tissue as the region's
+    excess and pull it along the slice axis. On thinner slices the whole shell's median
+    serves every slice: a slice's part of the shell is small there, and streaks crossing it
+    bias its median. A slice whose part of the shell has fewer than 8 voxels takes the whole
+    shell's median; a region without a shell, 0 HU.
+    """
+    whole = float(np.median(values[shell])) if shell.any() else 0.0
+    levels = np.full(values.shape[0], whole)
+    for k in range(values.shape[0] if by_slice else 0):
+        ring = values[k][shell[k]]
+        if len(ring) >= _MIN_RING:
+            levels[k] = float(np.median(ring))
+    return levels
 
 
 def _bone(
@@ -211,62 +190,64 @@ def _bone(
     return large, float(np.percentile(image[large], 99.0))
 
 
-def _parts_above(
-    image: NDArray[Any], box: tuple[slice, ...], inside: NDArray[np.bool_], level: float
-) -> _Components:
-    """The connected parts of a component's voxels above ``level`` (boxes in image indices)."""
-    from scipy import ndimage
-
-    labels, _ = ndimage.label(inside & (image[box] > level), structure=_CONNECTIVITY)
-    return [
-        (tuple(slice(b.start + sl.start, b.start + sl.stop) for b, sl in zip(box, local, strict=True)),
-         labels[local] == k)
-        for k, local in enumerate(ndimage.find_objects(labels), start=1)
-        if local is not None
-    ]  # fmt: skip
-
-
 def _seed_components(
-    image: NDArray[Any], components: _Components, level: float, grid: Grid, opts: SeedOptions
-) -> tuple[_Components, _Components]:
-    """The seed-sized components (larger ones cut higher on thick slices), and the bone regions.
+    image: NDArray[Any], components: Components, level: float, grid: Grid, opts: SeedOptions
+) -> tuple[Components, Components]:
+    """The seed-sized components (larger ones cut into basins on thick slices), and the bone regions.
 
-    On thick slices the level is low and bright streaks between seeds in one slice join them
-    into one region: at twice the level inside that region the seeds stand apart. The level
-    is raised while it is below ``threshold_hu`` (the thin-slice level, which bone fragments
-    do not pass as seeds). The regions too large at the thin-slice level (bone, needles, and
-    seeds touching them) are returned apart (:func:`_beside_bone` looks for seeds in them).
+    On thick slices the level is low: partial volume across slices and bright streaks join
+    seeds apart into one region, whose seeds differ in peak by up to a factor of two (one in
+    a slice, one shared by two). Such a region is cut into its intensity basins; a basin
+    whose peak stays below twice the level is tissue just above it (its bumps are noise),
+    not metal. A thin line longer than seeds is the metal of a needle the needle search
+    missed (its partial volume across slices makes bumps): it is not cut into basins. A
+    region or basin still too large for seeds is cut at twice the level, while that is below
+    ``threshold_hu`` (the thin-slice level, which bone fragments do not pass as seeds). The
+    regions too large at the thin-slice level (bone, needles, and seeds touching them) are
+    returned apart (:func:`_beside_bone` looks for seeds in them).
     """
-    kept: _Components = []
-    bones: _Components = []
+    kept: Components = []
+    bones: Components = []
     voxel_cc = grid.voxel_volume_cc
     for box, inside in components:
         if _seed_sized(inside, box, grid, opts):
             kept.append((box, inside))
         elif level < opts.threshold_hu and np.count_nonzero(inside) * voxel_cc <= opts.max_joined_cc:
-            parts = _parts_above(image, box, inside, 2.0 * level)
-            kept += _seed_components(image, parts, 2.0 * level, grid, opts)[0]
+            # A thin line longer than seeds is a needle's metal (one the needle search missed):
+            # its partial volume across slices makes bumps that are no seeds. Cut higher only.
+            if _length_width(inside, box, grid)[1] <= _SEED_LENGTH_MM:
+                higher = parts_above(image, box, inside, 2.0 * level)
+                kept += _seed_components(image, higher, 2.0 * level, grid, opts)[0]
+                continue
+            for part_box, part in basin_parts(image, box, inside, level, opts.basin_persistence):
+                if float(image[part_box][part].max()) <= 2.0 * level:
+                    continue  # no metal: tissue just above the level, its bumps noise
+                if _seed_sized(part, part_box, grid, opts):
+                    kept.append((part_box, part))
+                else:
+                    higher = parts_above(image, part_box, part, 2.0 * level)
+                    kept += _seed_components(image, higher, 2.0 * level, grid, opts)[0]
         elif level >= opts.threshold_hu:
             bones.append((box, inside))
     return kept, bones
 
 
 def _beside_bone(
-    image: NDArray[Any], seeds: _Components, bones: _Components, bone_peak_hu: float, grid: Grid,
+    image: NDArray[Any], seeds: Components, bones: Components, bone_peak_hu: float, grid: Grid,
     opts: SeedOptions,
-) -> _Components:
+) -> Components:
     """Seed cores inside bone regions: their parts above :func:`_seed_core_level`, seed-sized."""
     cut = _seed_core_level(image, seeds, bone_peak_hu)
     if not math.isfinite(cut):
         return []
-    found: _Components = []
+    found: Components = []
     for box, inside in bones:
-        found += [(b, part) for b, part in _parts_above(image, box, inside, cut)
+        found += [(b, part) for b, part in parts_above(image, box, inside, cut)
                   if _seed_sized(part, b, grid, opts)]  # fmt: skip
     return found
 
 
-def _seed_core_level(image: NDArray[Any], seeds: _Components, bone_peak_hu: float) -> float:
+def _seed_core_level(image: NDArray[Any], seeds: Components, bone_peak_hu: float) -> float:
     """The level halfway between the bone's peak and the seeds' typical peak, HU (inf: no clear gap).
 
     The seeds standing free give the scan's own seed peak (their median); a seed touching
@@ -309,14 +290,20 @@ def _seed_sized(inside: NDArray[np.bool_], box: tuple[slice, ...], grid: Grid, o
         np.linalg.norm(spacing)
     ):
         return False
-    points = grid.index_to_patient(np.argwhere(inside).astype(np.float64))
+    length, width = _length_width(inside, box, grid)
+    return length <= chain_mm and width <= _SEED_LENGTH_MM
+
+
+def _length_width(inside: NDArray[np.bool_], box: tuple[slice, ...], grid: Grid) -> tuple[float, float]:
+    """A region's length along its principal axis and the full width of its cross-section (mm)."""
+    points = grid.index_to_patient((np.argwhere(inside) + [sl.start for sl in box]).astype(np.float64))
     offset = points - points.mean(axis=0)
     values, vectors = np.linalg.eigh(offset.T @ offset / len(points))
     axis = vectors[:, -1]
     voxel_along = float(np.abs(np.asarray(grid.affine)[:3, :3].T @ axis).sum())  # one voxel's extent
     length = float(np.ptp(offset @ axis)) + voxel_along
     width = float(np.sqrt(12.0 * max(values[-2], 0.0)))  # full width of a uniform cross-section
-    return length <= chain_mm and width <= _SEED_LENGTH_MM
+    return length, width
 
 
 def _streak_like(region: _Region, grid: Grid, opts: SeedOptions) -> str:

@@ -142,7 +142,7 @@ def test_exclude_mask_removes_seeds_and_bad_shape_is_rejected() -> None:
 @pytest.mark.parametrize(("shape", "density"), [((9, 13, 10), 0.08), ((4, 5, 6), 0.08), ((17, 8, 21), 0.15)])
 def test_block_labelling_matches_full_volume_labelling(shape: tuple[int, int, int], density: float) -> None:
     """Regions found block-wise (ragged last blocks too) are a whole-volume labelling's, in its order."""
-    from guidance.detection.seeds import _components
+    from guidance.detection.components import components as _components
 
     rng = np.random.default_rng(sum(shape))
     mask = rng.random(shape) < density
@@ -201,3 +201,21 @@ def test_seeds_beside_streak_joined_metal_are_not_taken_for_bone() -> None:
     truth = np.array(rendered.truth.seeds_scan_mm)
     nearest, _, false_positives = _match(truth, found.positions_mm)
     assert len(truth) == 5 and int(np.count_nonzero(nearest < 1.0)) >= 4 and false_positives == 0
+
+
+def test_background_is_taken_slice_by_slice() -> None:
+    """Seeds in one 5 mm slice, the next slice 150 HU brighter (other tissue): not pulled towards it."""
+    rng = np.random.default_rng(4)
+    image = rng.normal(0.0, 10.0, (6, 40, 120))
+    image[3:] += 150.0
+    centres = [(2.0, 20.0, 12.0 + 16.0 * j) for j in range(6)]
+    columns, rows = np.arange(120), np.arange(40)
+    for k, r, c in centres:
+        image[int(k)] += 1400.0 * np.outer(np.exp(-((rows - r) ** 2) / 2.0), np.abs(columns - c) <= 2.8)
+    affine = np.eye(4)
+    affine[:3, :3] = np.array([[0.0, 0.0, 0.8], [0.0, 0.8, 0.0], [5.0, 0.0, 0.0]])
+    volume = Volume(image.astype(np.float32), affine)
+    truth = volume.grid.index_to_patient(np.array(centres))
+    found = detect_seeds(volume)
+    nearest, _, false_positives = _match(truth, found.positions_mm)
+    assert false_positives == 0 and float(nearest.max()) <= 0.1
