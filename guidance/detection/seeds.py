@@ -497,13 +497,17 @@ def _cluster_layout(
 ) -> NDArray[np.float64] | str:
     """Where a split cluster's touching seeds lie by their model, or why the split's parts stand.
 
-    One seed long and several seeds heavy: side by side, a row a diameter apart. As long
+    One seed long and several seeds heavy: side by side, a row a diameter apart, unless the
+    excess is longer in the slice plane than a seed (by a fifth): thick slices can hide a
+    chain's length along the slice axis, not in-plane (then "apart": the split's parts). As long
     as its count with a pitch of touching seeds (up to 1.15 seed lengths): a chain, evenly
     along its axis. Longer than that: "apart" (seeds apart, joined by blur or streaks: each
     part is one, with its own axis); shorter: "mixed" (touching, in no single row: the parts
     stand).
     """
     by_length = _chain_count(region, elongation, grid)
+    if by_length == 1 and _in_plane_length(region, grid) > 1.2 * _SEED_LENGTH_MM:
+        return "apart"  # longer in-plane than a seed: not side by side, whatever the slices show
     if by_length == 1:
         return side_by_side(region.points_mm, region.excess, count, grid, opts.seed_diameter_mm)
     if by_length > count:
@@ -514,6 +518,22 @@ def _cluster_layout(
     if pitch > 1.15 * _SEED_LENGTH_MM:
         return "apart"
     return end_to_end(region.points_mm, region.excess, count, grid, max(pitch, 0.9 * _SEED_LENGTH_MM))
+
+
+def _in_plane_length(region: _Region, grid: Grid) -> float:
+    """The excess's length in the slice plane: sqrt(12 x its largest in-plane variance), mm.
+
+    Each pixel's own extent is removed from the variance.
+
+    In-plane pixels resolve what thick slices do not: side-by-side seeds are never longer
+    in-plane than one seed, touching seeds end to end are unless their axis is steep.
+    """
+    plane = np.stack([grid.axes[1], grid.axes[2]])
+    offset = (region.points_mm - centroid(region.points_mm, region.excess)) @ plane.T
+    weights = region.excess if region.excess.sum() > 0 else np.ones(len(offset))
+    covariance = (offset * weights[:, None]).T @ offset / weights.sum()
+    covariance -= np.diag(np.asarray(grid.spacing_mm[1:], dtype=np.float64) ** 2 / 12.0)
+    return float(np.sqrt(12.0 * max(float(np.linalg.eigvalsh(covariance)[-1]), 0.0)))
 
 
 def detect_seeds(

@@ -112,11 +112,16 @@ def test_thin_slices_max_position_error(thin: Tally) -> None:
     assert max(thin.position_errors_mm) <= 1.0
 
 
+def test_thick_slices_regression_floor() -> None:
+    """What the detection reaches today on 5 mm slices (both renderers); must not get worse."""
+    thick = _by_thickness(5.0)
+    assert thick.sensitivity >= 0.96 and thick.precision >= 0.95
+
+
 @pytest.mark.xfail(
     strict=True,
-    reason="5 mm slices: sensitivity / precision 0.97 / 0.97 (simulator) and 0.95 / 0.93 (second renderer); "
-    "touching pairs of a chain are placed side by side where their 3-D length does not tell them apart; "
-    "along the slice axis up to 3.0 mm",
+    reason="5 mm slices: sensitivity / precision 0.967 / 0.951 over both renderers; the parts of a chain "
+    "cut apart by basins are placed up to 2.4 mm off in-plane; along the slice axis up to 3.0 mm",
 )
 def test_thick_slices() -> None:
     thick = _by_thickness(5.0)
