@@ -66,9 +66,10 @@ class SeedOptions:
         Regions whose integrated excess is below this fraction of one seed's are rejected
         (noise, streak fragments, tails of excluded needles).
     max_joined_cc : float
-        On thick slices, regions too large for seeds but smaller than this (cc) are cut again
-        at twice the level while it is below ``threshold_hu``: seeds joined by bright streaks
-        (bone is larger).
+        On thick slices, regions too large for seeds but smaller than this (cc) are seeds
+        joined by partial volume and streaks (bone is larger): they are cut into intensity
+        basins (``basin_persistence``), and parts still too large at twice the level while
+        it is below ``threshold_hu``.
     basin_persistence : float
         On thick slices, a region too large for seeds is cut into intensity basins
         (:func:`guidance.detection.components.basins`): a peak is a part of its own where it
