@@ -21,7 +21,8 @@ says the uniform loading's seed count cannot be beaten at that strength by
 any layout, so neither by the planner's tracks; the study is not a proof (a
 local optimiser from finitely many starts) but an honest search.
 
-Run: ``.venv/bin/python bench/planning_bound.py [cc ...]`` (about 2.5 minutes for 5 cm^3 on 2 cores, several for 15).
+Run: ``.venv/bin/python bench/planning_bound.py [cc ...]`` (5 cm^3: about 30 s on an idle
+2-core machine; 15 cm^3 takes minutes).
 """
 
 from __future__ import annotations
