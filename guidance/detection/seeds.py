@@ -17,9 +17,10 @@ Method:
    large for seeds is cut into its intensity basins (one per peak standing out by
    ``basin_persistence``, :func:`guidance.detection.components.basins`), and a basin
    still too large is cut again at twice the level.
-2. Each region's local background is the median HU of a shell around it, slice by slice;
-   its excess (HU - background, voxels of the region grown by the integration margin, not
-   into another region's or a needle's voxels) is integrated in HU x mm^3.
+2. Each region's local background is the median HU of a shell around it (slice by slice
+   on slices thicker than ``reference_slice_mm``); its excess (HU - background, voxels of
+   the region grown by the integration margin, not into another region's or a needle's
+   voxels) is integrated in HU x mm^3.
 3. One seed's integral is the most common one over regions (or given); a region holds
    round(integral / single) seeds. Regions below ``min_fraction`` of a seed are noise or
    streak fragments; in-plane streak-like regions (one slice, long and thin) are rejected.
