@@ -70,12 +70,7 @@ def components(mask: NDArray[np.bool_]) -> Components:
             own_blocks = np.repeat(own_blocks, _BLOCK, axis=axis)
         own_blocks = own_blocks[tuple(slice(0, sl.stop - sl.start) for sl in box)]
         labels, _ = ndimage.label(mask[box] & own_blocks, structure=_CONNECTIVITY)
-        for local_label, local in enumerate(ndimage.find_objects(labels), start=1):
-            if local is not None:
-                region_box = tuple(
-                    slice(b.start + sl.start, b.start + sl.stop) for b, sl in zip(box, local, strict=True)
-                )
-                boxes.append((region_box, labels[local] == local_label))
+        boxes += _boxes(box, labels)
     # In the order of a whole-volume labelling: by each region's first voxel in raster order.
     first = [np.ravel_multi_index(tuple(np.argwhere(inside)[0] + [sl.start for sl in box]), mask.shape)
              for box, inside in boxes]  # fmt: skip
