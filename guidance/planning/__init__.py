@@ -4,8 +4,9 @@ Shared by the post-scan seed suggestions (existing seeds give a fixed dose) and
 by the simulators' planner. Pure functions of masks, tracks and options.
 """
 
-from guidance.planning.optimiser import optimise_seed_placement, structure_samples
+from guidance.planning.optimiser import optimise_seed_placement
 from guidance.planning.result import Feasibility, PlacedSeed, PlacementOptions, PlacementResult, SeedSet
+from guidance.planning.sampling import structure_samples
 from guidance.planning.tracks import (
     Track,
     TrackCandidates,

@@ -7,7 +7,10 @@ Method (see :mod:`guidance.planning.greedy` for the selection itself):
 
 1. Sample points: voxel centres of a ``sample_spacing_mm`` axial grid over the
    target (and each organ at risk), weighted by the target fraction there
-   (linear resampling of the mask or fraction volume), in cm^3.
+   (linear resampling of the mask or fraction volume), in cm^3; the point of
+   each of the target's partial (edge) voxels lies at the centroid of its
+   inside part (:func:`guidance.planning.sampling.structure_samples`: the D90
+   lies at the edge, and voxel centres put the edge volume too far out).
 2. Dose-influence matrix of every candidate seed position on those points,
    :func:`guidance.dose.seed_contributions` (seed axis along its track,
    strength ``strength_u``), plus the fixed dose of the existing seeds
@@ -33,9 +36,12 @@ Method (see :mod:`guidance.planning.greedy` for the selection itself):
 4. Verification, independent of the sample points: the dose of existing + new
    seeds by :func:`guidance.dose.dose_on_grid` on an ``evaluation_spacing_mm``
    grid, and :func:`guidance.dose.evaluate_plan_dose` on the masks' outlines
-   (:func:`guidance.rasterise.mask_to_contours`). When the verified D90 falls
-   short although the sampled one reached the goal, the goal is raised by the
-   shortfall and the selection resumes (``verification_rounds`` times).
+   (the target's traced finer in-plane: :func:`guidance.planning.sampling.fine_outline`).
+   When the verified D90 falls short of ``d90_goal_factor`` x P (the same
+   margin, over the outline's error) although the
+   sampled one reached the goal, the goal is raised by the shortfall and the
+   selection resumes (``verification_rounds`` times). The statement says
+   "reached" whenever the verified D90 is >= P.
 
 The feasibility statement is honest: reached, or "cannot reach prescription
 without exceeding <organ> <metric> limit", or "no feasible track", or the
@@ -73,49 +79,24 @@ from guidance.planning.exchange import exchange_seeds
 from guidance.planning.greedy import OrganTerm, Selection, TargetTerm, select_seeds
 from guidance.planning.improve import Geometry, improve_selection, selection_dose
 from guidance.planning.result import Feasibility, PlacedSeed, PlacementOptions, PlacementResult, SeedSet
+from guidance.planning.sampling import fine_outline, in_plane_factor, structure_samples
 from guidance.planning.tracks import Track, TrackCandidates
 from guidance.provenance import Provenance
-from guidance.rasterise import mask_to_contours
 from guidance.structure import Structure, StructureRole
-from guidance.volume import Grid, Volume, resample
+from guidance.volume import Grid, Volume
 
-__all__ = ["optimise_seed_placement", "structure_samples"]
+__all__ = ["optimise_seed_placement"]
 
 logger = logging.getLogger(__name__)
 
 STAGE = "seed_placement"
 _PATH_STEP_MM = 1.0
+_EDGE_SUBSAMPLES = 2  # sub-points per axis finding a partial voxel's inside (guidance.planning.sampling)
 
 
 def _fraction(volume: Volume) -> NDArray[np.float32]:
     fraction: NDArray[np.float32] = np.clip(np.asarray(volume.array, dtype=np.float32), 0.0, 1.0)
     return fraction
-
-
-def structure_samples(volume: Volume, spacing_mm: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Sample points of a mask or fraction volume on an axial ``spacing_mm`` grid.
-
-    Returns
-    -------
-    points_mm : ndarray of shape (n, 3)
-        LPS mm, the sample grid's voxel centres where the resampled fraction is > 0.001.
-    weights_cc : ndarray of shape (n,)
-        Fraction x sample voxel volume, cm^3.
-    """
-    fraction = _fraction(volume)
-    indices = np.argwhere(fraction > 0)
-    if indices.size == 0:
-        return np.zeros((0, 3)), np.zeros(0)
-    centres = volume.index_to_patient(indices.astype(np.float64))
-    pad = float(volume.spacing_mm.max())
-    grid = Grid.from_bounds(
-        centres.min(axis=0) - pad, centres.max(axis=0) + pad, spacing_mm, volume.frame_of_reference_uid
-    )
-    source = Volume(fraction, volume.affine, volume.frame_of_reference_uid)
-    sampled = resample(source, grid, fill_value=0.0).array
-    keep = sampled > 1e-3
-    points = grid.voxel_centres_mm()[keep]
-    return points, sampled[keep].astype(np.float64) * grid.voxel_volume_cc
 
 
 def _fixed_dose(points_mm: NDArray[np.float64], existing: SeedSet | None) -> NDArray[np.float64]:
@@ -183,17 +164,24 @@ def _organ_terms(
     return terms
 
 
-def _structures(target: Volume, organs: Mapping[str, Volume], body: Volume | None) -> list[Structure]:
-    """Outlines of the masks (fraction >= 0.5) as structures, for evaluate_plan_dose."""
-    entries = [("target", StructureRole.TARGET, target)]
-    entries += [(name, StructureRole.ORGAN_AT_RISK, organs[name]) for name in sorted(organs)]
+def _structures(
+    target: Volume, organs: Mapping[str, Volume], body: Volume | None, evaluation_spacing_mm: float
+) -> list[Structure]:
+    """Outlines of the masks (fraction >= 0.5) as structures, for evaluate_plan_dose.
+
+    The target's is the 0.5 isoline of its interpolated fraction, traced finer
+    in-plane than the evaluation grid (:func:`guidance.planning.sampling.fine_outline`):
+    its D90 lies at its edge. The organs and the body keep their voxel outlines.
+    """
+    factor = in_plane_factor(target, evaluation_spacing_mm)
+    entries = [("target", StructureRole.TARGET, target, factor)]
+    entries += [(name, StructureRole.ORGAN_AT_RISK, organs[name], 1) for name in sorted(organs)]
     if body is not None:
-        entries.append(("body", StructureRole.EXTERNAL, body))
+        entries.append(("body", StructureRole.EXTERNAL, body, 1))
     structures = []
-    for name, role, volume in entries:
-        mask = _fraction(volume) >= 0.5
-        if mask.any():
-            contours = mask_to_contours(mask, volume.grid)
+    for name, role, volume, f in entries:
+        contours = fine_outline(volume, f)
+        if contours:
             structures.append(Structure(name, role, contours, volume.frame_of_reference_uid))
     return structures
 
@@ -224,7 +212,8 @@ def _verify(
         dose = add_seeds(
             dose, existing.positions_mm, existing.directions, existing.strengths_u, existing.source_model
         )
-    report = evaluate_plan_dose(dose, _structures(target, organs, body), options.prescription_gy, limits)
+    structures = _structures(target, organs, body, options.evaluation_spacing_mm)
+    report = evaluate_plan_dose(dose, structures, options.prescription_gy, limits)
     return dose, report
 
 
@@ -350,7 +339,7 @@ def optimise_seed_placement(
         "organs": sorted(organs),
         "n_existing_seeds": 0 if existing is None else len(existing),
     }
-    points, weights = structure_samples(target, options.sample_spacing_mm)
+    points, weights = structure_samples(target, options.sample_spacing_mm, edge_subsamples=_EDGE_SUBSAMPLES)
     if points.shape[0] == 0:
         raise ValueError("target is empty: no voxel with a fraction > 0")
     empty = (np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0, dtype=np.intp))
@@ -385,18 +374,14 @@ def optimise_seed_placement(
     verified = _verify(
         target, organs, body, limits, existing, _new_seeds(selection.chosen, candidates, options), options
     )
+    wanted = options.d90_goal_factor * options.prescription_gy  # the verification's margin too
     for _ in range(options.verification_rounds):
         report = verified[1]
         d90 = report.targets[0].d90_gy if report is not None else 0.0
-        if selection.stop is not Feasibility.REACHED or d90 >= options.prescription_gy:
+        if selection.stop is not Feasibility.REACHED or d90 >= wanted:
             break
-        goal = min(goal * 1.005 * options.prescription_gy / max(d90, 1e-9), cap)
-        logger.info(
-            "verified D90 %.1f Gy short of %.1f Gy: raising the goal to %.1f Gy",
-            d90,
-            options.prescription_gy,
-            goal,
-        )
+        goal = min(goal * 1.005 * wanted / max(d90, 1e-9), cap)
+        logger.info("verified D90 %.1f Gy short of %.1f Gy: raising the goal to %.1f Gy", d90, wanted, goal)
         selection = _select(terms, fixed_positions, options, goal, selection.chosen)
         verified = _verify(
             target, organs, body, limits, existing, _new_seeds(selection.chosen, candidates, options), options
