@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 from guidance.detection.lines import principal_line
 from guidance.volume import Grid
 
-__all__ = ["centroid", "chain_pitch", "end_to_end", "side_by_side", "split", "spread"]
+__all__ = ["centroid", "chain_pitch", "end_to_end", "in_plane_row", "side_by_side", "split", "spread"]
 
 
 def centroid(points: NDArray[np.float64], weights: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -153,3 +153,25 @@ def side_by_side(
     steps = (np.arange(k) - (k - 1) / 2.0) * pitch_mm
     placed: NDArray[np.float64] = centre + np.outer(steps, row)
     return placed
+
+
+def in_plane_row(
+    points: NDArray[np.float64], weights: NDArray[np.float64], k: int, grid: Grid
+) -> NDArray[np.float64]:
+    """Centres (k, 3) of k seeds in a row along the excess's longest in-plane axis: equal-excess slabs.
+
+    For seeds longer together in the slice plane than one seed, on slices thick enough to
+    hide their extent along the slice axis: the slices' spread makes the 3-D axes (and the
+    length they count) unreliable, and a split may cut such seeds across their width. The
+    pixels resolve the row; each slab's centroid places its seed, along the slice axis too.
+    """
+    plane = np.stack([grid.axes[1], grid.axes[2]]).astype(np.float64)
+    offset = (points - centroid(points, weights)) @ plane.T
+    w = weights if weights.sum() > 0 else np.ones(len(weights))
+    _, vectors = np.linalg.eigh((offset * w[:, None]).T @ offset / w.sum())
+    along = offset @ vectors[:, -1]
+    order = np.argsort(along, kind="stable")
+    cumulative = np.cumsum(w[order]) / w.sum()
+    labels = np.empty(len(points), dtype=np.int64)
+    labels[order] = np.minimum((cumulative * k - 1e-9).astype(np.int64), k - 1)
+    return np.array([centroid(points[labels == j], w[labels == j]) for j in range(k)])

@@ -33,7 +33,9 @@ Method:
    each seed its voxels (orientation, confidence); where the region is one seed long
    (side by side) or as long as its count (end to end), the seeds are placed by that
    model from the whole region's principal axes (:mod:`guidance.detection.clusters`):
-   a split of thick slices cannot place them along the slice axis better than a slice.
+   a split of thick slices cannot place them along the slice axis better than a slice. On
+   thick slices a cluster one seed long by its 3-D spread but longer in the slice plane than
+   a seed is a row the slices hide: placed by equal-excess slabs along its in-plane axis.
 5. Position: excess-weighted centroid (LPS mm); long axis: principal axis of the excess
    distribution after removing each voxel's own extent (spacing^2 / 12 per axis), when it
    stands out and, on thick slices, lies away from the slice normal.
@@ -51,7 +53,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from guidance import __version__
-from guidance.detection.clusters import centroid, chain_pitch, end_to_end, side_by_side, split, spread
+from guidance.detection.clusters import (
+    centroid,
+    chain_pitch,
+    end_to_end,
+    in_plane_row,
+    side_by_side,
+    split,
+    spread,
+)
 from guidance.detection.components import Components, basin_parts, components, parts_above
 from guidance.detection.lines import principal_line
 from guidance.detection.result import SEED_STAGE, DetectedSeed, SeedDetection, SeedOptions
@@ -508,7 +518,11 @@ def _cluster_layout(
     """
     by_length = _chain_count(region, elongation, grid)
     if by_length == 1 and _in_plane_length(region, grid) > 1.2 * _SEED_LENGTH_MM:
-        return "apart"  # longer in-plane than a seed: not side by side, whatever the slices show
+        # Longer in-plane than a seed: not side by side, whatever the slices show. On thick
+        # slices their spread hides the row from the 3-D axes (and may turn a split across it).
+        if float(grid.spacing_mm[0]) > 1.01 * opts.reference_slice_mm:
+            return in_plane_row(region.points_mm, region.excess, count, grid)
+        return "apart"
     if by_length == 1:
         return side_by_side(region.points_mm, region.excess, count, grid, opts.seed_diameter_mm)
     if by_length > count:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from guidance.detection.clusters import chain_pitch, end_to_end, side_by_side, spread
+from guidance.detection.clusters import chain_pitch, end_to_end, in_plane_row, side_by_side, spread
 from guidance.volume import Grid
 
 
@@ -72,3 +72,17 @@ def test_a_tilted_chain_of_three_across_thick_slices() -> None:
     placed = end_to_end(points, weights, 3, grid, pitch_mm)
     assert _nearest(placed, truth) < 0.4
     assert np.allclose(np.linalg.norm(np.diff(placed, axis=0), axis=1), pitch_mm)
+
+
+def test_a_chain_of_two_across_five_mm_slices_is_placed_by_its_in_plane_row() -> None:
+    """Two seeds end to end, 24 degrees out of the plane, over 5 mm slices: each is placed within
+    half a millimetre in-plane by its half of the row's excess, and within half a slice along z."""
+    grid = _grid((5.0, 0.3, 0.3), (5, 60, 60))
+    axis = np.array([0.73, 0.55, 0.4]) / np.linalg.norm([0.73, 0.55, 0.4])
+    centre = grid.index_to_patient(np.array([[2.0, 29.5, 29.5]]))[0]
+    truth = centre + np.outer([-2.3, 2.3], axis)
+    points, weights = _rods(grid, truth, axis, 4.5, 0.4)
+    placed = in_plane_row(points, weights, 2, grid)
+    offset = placed[:, None, :] - truth[None, :, :]
+    assert np.linalg.norm(offset[..., :2], axis=2).min(axis=0).max() < 0.5
+    assert np.abs(offset[..., 2]).min(axis=0).max() < 2.5
