@@ -88,6 +88,11 @@ class _Region:
 
 
 _MIN_RING = 8  # voxels of a slice's shell for its own background
+# A count by length is trusted where the integral reaches this fraction of it: touching seeds
+# end to end darken each other (a chain of 2 integrates down to 1.3 seeds). On thick slices
+# a single seed straddling two slices looks a slice longer (its length counts 2 where the
+# integral says 1.5): the integral must reach three quarters of the count there.
+_LENGTH_TRUST, _THICK_LENGTH_TRUST = 0.65, 0.75
 _SEED_LENGTH_MM = 4.5  # I-125 seeds (6711, 6702, IAI-125A, ...): 4.5 mm x 0.8 mm
 
 
@@ -424,14 +429,17 @@ def _partition(
 
     Touching seeds darken each other (beam hardening) and saturate together: a chain's
     integral falls short of its count, its length does not. On thick slices a single seed's
-    elongation varies with its tilt: the length is taken only where the integral agrees with
-    it within that shortfall (a third). The length counts seeds end to end (pitch = seed
-    length); seeds further apart joined by blur or streaks look longer than their count:
-    where the integral says fewer, the count whose parts look most like one seed wins, and
-    those parts are whole seeds (each shows its own axis).
+    elongation varies with its tilt and with where it lies in its slices: the length is taken
+    only where the integral agrees with it within that shortfall (``_LENGTH_TRUST``). The
+    length counts seeds end to end (pitch = seed length); seeds further apart joined by blur
+    or streaks look longer than their count: where the integral says fewer, the count whose
+    parts look most like one seed wins, and those parts are whole seeds (each shows its own
+    axis).
     """
     by_length = _chain_count(region, elongation, grid)
-    trusted = by_length <= opts.max_cluster and ratio >= 0.65 * by_length
+    thick = float(grid.spacing_mm[0]) > 1.01 * opts.reference_slice_mm
+    trust = _THICK_LENGTH_TRUST if thick else _LENGTH_TRUST
+    trusted = by_length <= opts.max_cluster and ratio >= trust * by_length
     count = max(1, round(ratio), by_length if trusted else 1)
     if count > opts.max_cluster:
         return f"{ratio:.1f} seeds' worth of metal in one region: not split (more than {opts.max_cluster})"
