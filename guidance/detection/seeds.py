@@ -85,6 +85,8 @@ class _Region:
     near_excluded: bool
     beside_bone: bool = False
     peak_hu: float = 0.0
+    number: int = -1  # the candidate's number in the scan
+    touching: frozenset[int] = frozenset()  # the candidates whose voxels touch its own (thick slices)
 
 
 _MIN_RING = 8  # voxels of a slice's shell for its own background
@@ -93,6 +95,7 @@ _MIN_RING = 8  # voxels of a slice's shell for its own background
 # a single seed straddling two slices looks a slice longer (its length counts 2 where the
 # integral says 1.5): the integral must reach three quarters of the count there.
 _LENGTH_TRUST, _THICK_LENGTH_TRUST = 0.65, 0.75
+_FRAGMENT = 0.65  # of a seed's integral: below it a region touching another may be part of its seed
 _SEED_LENGTH_MM = 4.5  # I-125 seeds (6711, 6702, IAI-125A, ...): 4.5 mm x 0.8 mm
 
 
@@ -120,9 +123,9 @@ def _regions(
     large, bone_peak_hu = _bone(image, found, grid, opts)
     seeds, bones = _seed_components(image, found, level, grid, opts)
     in_bone = _beside_bone(image, seeds, bones, bone_peak_hu, grid, opts)
-    claimed = np.zeros(image.shape, dtype=bool)  # every candidate's voxels: no other region integrates them
-    for box, inside in seeds + in_bone:
-        claimed[box] |= inside
+    claimed = np.zeros(image.shape, dtype=np.int32)  # every candidate's voxels (its number + 1): no other
+    for number, (box, inside) in enumerate(seeds + in_bone):  # region integrates them
+        claimed[box][inside] = number + 1
     for number, (box, inside) in enumerate(seeds + in_bone):
         # Clipped at the volume's faces: a seed in the first or last slice is common in short scans.
         grown = tuple(
@@ -133,7 +136,7 @@ def _regions(
         own[tuple(slice(b.start - g.start, b.stop - g.start) for b, g in zip(box, grown, strict=True))] = (
             inside
         )
-        core = ndimage.maximum_filter(own, size=reach) & ~(claimed[grown] & ~own)
+        core = ndimage.maximum_filter(own, size=reach) & ~((claimed[grown] > 0) & ~own)
         if exclude is not None:  # the integration margin stops at a needle's voxels
             core &= ~exclude[grown]
         shell = ~ndimage.maximum_filter(core, size=3) & ~mask[grown]
@@ -147,7 +150,9 @@ def _regions(
         region = _Region(
             grid.index_to_patient(index.astype(np.float64)), excess, float(excess.sum() * voxel_mm3),
             float(np.std(values[shell])) if shell.any() else 0.0, int(np.ptp(index[:, 0]) + 1), near,
-            number >= len(seeds), float(values[core].max()) if core.any() else 0.0,
+            number >= len(seeds), float(values[core].max()) if core.any() else 0.0, number,
+            frozenset(int(k) - 1 for k in np.unique(claimed[grown][ndimage.maximum_filter(own, size=3)])
+                      if k not in (0, number + 1)) if thick else frozenset(),
         )  # fmt: skip
         reason = _streak_like(region, grid, opts)
         peak_hu = float(values[core].max())
@@ -207,15 +212,17 @@ def _bone(
 
 
 def _seed_components(
-    image: NDArray[Any], components: Components, level: float, grid: Grid, opts: SeedOptions
+    image: NDArray[Any], components: Components, level: float, grid: Grid, opts: SeedOptions,
+    metal_hu: float | None = None,
 ) -> tuple[Components, Components]:
     """The seed-sized components (larger ones cut into basins on thick slices), and the bone regions.
 
     On thick slices the level is low: partial volume across slices and bright streaks join
     seeds apart into one region, whose seeds differ in peak by up to a factor of two (one in
     a slice, one shared by two). Such a region is cut into its intensity basins; a basin
-    whose peak stays below twice the level is tissue just above it (its bumps are noise),
-    not metal. A thin line longer than seeds is the metal of a needle the needle search
+    whose peak stays below twice the scan's level (``metal_hu``, kept when a part is cut
+    again higher: a seed shared by two slices peaks at 500-800 HU) is tissue just above it
+    (its bumps are noise), not metal. A thin line longer than seeds is the metal of a needle the needle search
     missed (its partial volume across slices makes bumps): it is not cut into basins. A
     region or basin still too large for seeds is cut at twice the level, while that is below
     ``threshold_hu`` (the thin-slice level, which bone fragments do not pass as seeds). The
@@ -225,6 +232,7 @@ def _seed_components(
     kept: Components = []
     bones: Components = []
     voxel_cc = grid.voxel_volume_cc
+    metal = 2.0 * level if metal_hu is None else metal_hu  # twice the scan's level, also when cut higher
     for box, inside in components:
         if _seed_sized(inside, box, grid, opts):
             kept.append((box, inside))
@@ -233,16 +241,16 @@ def _seed_components(
             # its partial volume across slices makes bumps that are no seeds. Cut higher only.
             if _length_width(inside, box, grid)[1] <= _SEED_LENGTH_MM:
                 higher = parts_above(image, box, inside, 2.0 * level)
-                kept += _seed_components(image, higher, 2.0 * level, grid, opts)[0]
+                kept += _seed_components(image, higher, 2.0 * level, grid, opts, metal)[0]
                 continue
             for part_box, part in basin_parts(image, box, inside, level, opts.basin_persistence):
-                if float(image[part_box][part].max()) <= 2.0 * level:
+                if float(image[part_box][part].max()) <= metal:
                     continue  # no metal: tissue just above the level, its bumps noise
                 if _seed_sized(part, part_box, grid, opts):
                     kept.append((part_box, part))
                 else:
                     higher = parts_above(image, part_box, part, 2.0 * level)
-                    kept += _seed_components(image, higher, 2.0 * level, grid, opts)[0]
+                    kept += _seed_components(image, higher, 2.0 * level, grid, opts, metal)[0]
         elif level >= opts.threshold_hu:
             bones.append((box, inside))
     return kept, bones
@@ -380,6 +388,56 @@ def _orientation(
         return np.full(3, np.nan)
     result: NDArray[np.float64] = direction if direction[np.argmax(np.abs(direction))] > 0 else -direction
     return result
+
+
+def _merge_fragments(regions: list[_Region], single: float, grid: Grid) -> list[_Region]:
+    """Regions with a fragment of a seed merged into the touching region that completes it.
+
+    On thick slices a seed straddling two slices can be cut by the basins (its halves peak
+    in different slices, each a basin): half of it stays a fragment (0.4-0.6 of a seed) and
+    half joins a neighbouring basin, which then holds 1.5 seeds. Each fragment (below
+    ``_FRAGMENT`` of a seed, smallest first) merges with the touching region with which the
+    total is closest to a whole count, where that is closer than the two apart.
+    """
+    alive = {r.number: r for r in regions}
+    for fragment in sorted(regions, key=lambda r: (r.integral, r.number)):
+        if fragment.number not in alive or fragment.integral >= _FRAGMENT * single:
+            continue
+        best: tuple[float, int] | None = None
+        for k in sorted(fragment.touching & alive.keys()):
+            together = _misfit_count((fragment.integral + alive[k].integral) / single)
+            apart = _misfit_count(fragment.integral / single) + _misfit_count(alive[k].integral / single)
+            if together < apart - 1e-9 and (best is None or together < best[0] - 1e-9):
+                best = (together, k)
+        if best is not None:
+            merged = _merged(fragment, alive.pop(best[1]), grid)
+            del alive[fragment.number]
+            alive = {k: (replace(r, touching=(r.touching - {fragment.number}) | {merged.number})
+                         if fragment.number in r.touching else r) for k, r in alive.items()}  # fmt: skip
+            alive[merged.number] = merged
+    return sorted(alive.values(), key=lambda r: r.number)
+
+
+def _misfit_count(ratio: float) -> float:
+    """How far an integral (in seeds) is from the whole count it is given (at least one)."""
+    return abs(ratio - max(1, round(ratio)))
+
+
+def _merged(fragment: _Region, other: _Region, grid: Grid) -> _Region:
+    """The union of two touching regions (a voxel in both integration margins counted once)."""
+    points = np.concatenate([other.points_mm, fragment.points_mm])
+    excess = np.concatenate([other.excess, fragment.excess])
+    _, first = np.unique(np.round(points, 3), axis=0, return_index=True)
+    points, excess = points[np.sort(first)], excess[np.sort(first)]
+    along = points @ np.asarray(grid.axes[0], dtype=np.float64)
+    return replace(
+        other, points_mm=points, excess=excess, integral=float(excess.sum() * grid.voxel_volume_cc * 1000.0),
+        background_sd=max(other.background_sd, fragment.background_sd),
+        slices=round(float(np.ptp(along)) / float(grid.spacing_mm[0])) + 1,
+        near_excluded=other.near_excluded or fragment.near_excluded,
+        beside_bone=other.beside_bone or fragment.beside_bone, peak_hu=max(other.peak_hu, fragment.peak_hu),
+        touching=(other.touching | fragment.touching) - {other.number, fragment.number},
+    )  # fmt: skip
 
 
 def _single_elongation(regions: list[_Region], single: float, grid: Grid) -> float:
@@ -589,6 +647,7 @@ def detect_seeds(
     exclude = None if exclude_mask is None else np.asarray(exclude_mask, dtype=bool)
     regions, rejected = _regions(ct, exclude, opts)
     single = _single_integral(regions, opts)
+    regions = _merge_fragments(regions, single, ct.grid)
     elongation = _single_elongation(regions, single, ct.grid) if regions else 0.0
     peak = _single_peak(regions, single)
     seeds: list[DetectedSeed] = []

@@ -112,20 +112,19 @@ def test_thin_slices_max_position_error(thin: Tally) -> None:
     assert max(thin.position_errors_mm) <= 1.0
 
 
-def test_thick_slices_regression_floor() -> None:
-    """What the detection reaches today on 5 mm slices (both renderers); must not get worse."""
+def test_thick_slices_rates() -> None:
+    """5 mm slices, both renderers: 180 of 182 seeds found, no false seed (0.989 / 1.000)."""
     thick = _by_thickness(5.0)
-    assert thick.sensitivity >= 0.985 and thick.precision >= 0.975
+    assert thick.sensitivity >= 0.985 and thick.precision >= 0.995
 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="5 mm slices: sensitivity / precision 0.989 / 0.978 over both renderers; slice-axis error up to "
-    "3.0 mm (14 of 180 beyond 1.5 mm: a seed lying within one slice's flat profile shows no position in it)",
+    reason="5 mm slices: slice-axis error up to 3.0 mm (17 of 180 beyond 1.5 mm: touching seeds steep "
+    "across the slices, and seeds within one slice's flat profile, which shows no position in it)",
 )
-def test_thick_slices() -> None:
+def test_thick_slices_slice_axis_error() -> None:
     thick = _by_thickness(5.0)
-    assert thick.sensitivity >= 0.98 and thick.precision >= 0.98
     assert max(thick.slice_axis_errors_mm) <= 1.5
 
 
