@@ -141,7 +141,6 @@ def _regions(
             core &= ~exclude[grown]
         shell = ~ndimage.maximum_filter(core, size=3) & ~mask[grown]
         values = image[grown].astype(np.float32)
-        # At least water: a shell reaching into air (skin, airway) would count tissue as metal.
         background = _slice_backgrounds(values, shell, thick)
         excess = np.clip(values - background[:, None, None], 0.0, None)[core].astype(np.float64)
         offset = np.array([sl.start for sl in grown])
