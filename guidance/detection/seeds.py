@@ -26,7 +26,9 @@ Method:
    streak fragments; in-plane streak-like regions (one slice, long and thin) are rejected.
    Touching seeds end to end darken and saturate each other, so a chain is also counted
    from its length (variance along its axis against one seed's, measured in the scan) where
-   the integral does not contradict it.
+   the integral does not contradict it. On thick slices a region below ``_FRAGMENT`` of a
+   seed that touches another is merged with it where together they hold a whole count
+   (a seed straddling two slices, cut in halves by the basins).
 4. A region of 2 to ``max_cluster`` seeds is split into the most seed-like of a weighted
    k-means of its voxel positions and equal-excess slabs across each principal axis (side
    by side seeds are cut across their width, which k-means does not do). The parts give
@@ -221,8 +223,9 @@ def _seed_components(
     a slice, one shared by two). Such a region is cut into its intensity basins; a basin
     whose peak stays below twice the scan's level (``metal_hu``, kept when a part is cut
     again higher: a seed shared by two slices peaks at 500-800 HU) is tissue just above it
-    (its bumps are noise), not metal. A thin line longer than seeds is the metal of a needle the needle search
-    missed (its partial volume across slices makes bumps): it is not cut into basins. A
+    (its bumps are noise), not metal. A thin line longer than seeds is the metal of a needle
+    the needle search missed (its partial volume across slices makes bumps): it is not cut
+    into basins. A
     region or basin still too large for seeds is cut at twice the level, while that is below
     ``threshold_hu`` (the thin-slice level, which bone fragments do not pass as seeds). The
     regions too large at the thin-slice level (bone, needles, and seeds touching them) are
@@ -399,8 +402,9 @@ def _merge_fragments(regions: list[_Region], single: float, grid: Grid) -> list[
     total is closest to a whole count, where that is closer than the two apart.
     """
     alive = {r.number: r for r in regions}
-    for fragment in sorted(regions, key=lambda r: (r.integral, r.number)):
-        if fragment.number not in alive or fragment.integral >= _FRAGMENT * single:
+    for number in [r.number for r in sorted(regions, key=lambda r: (r.integral, r.number))]:
+        fragment = alive.get(number)  # as merged so far
+        if fragment is None or fragment.integral >= _FRAGMENT * single:
             continue
         best: tuple[float, int] | None = None
         for k in sorted(fragment.touching & alive.keys()):
