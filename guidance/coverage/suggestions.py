@@ -294,7 +294,9 @@ def _tracks(
             forbidden,
             directions=directions_new,
             track_spacing_mm=options.track_spacing_mm,
-            **rules,
+            seed_step_mm=options.seed_step_mm,
+            margin_mm=options.margin_mm,
+            max_length_mm=options.max_length_mm,
         ).tracks
         tracks += _clear_of_needles(new, needles, options)
     return tracks, owners

@@ -256,8 +256,12 @@ def select_seeds(
     *,
     goal_gy: float,
     start: Sequence[int] = (),
+    barred: Sequence[int] | NDArray[np.intp] = (),
 ) -> Selection:
-    """Greedy selection of candidate columns (see the module docstring), resuming from ``start``."""
+    """Greedy selection of candidate columns (see the module docstring), resuming from ``start``.
+
+    Candidates in ``barred`` are never chosen (a restart's perturbation of the start).
+    """
     n = positions_mm.shape[0]
     min_distance = np.full(n, np.inf)
     for point in fixed_positions_mm:
@@ -273,6 +277,7 @@ def select_seeds(
         set(),
         np.ones(n, dtype=bool),
     )
+    state.blocked[np.asarray(barred, dtype=np.intp)] = True
     gap = options.max_seed_gap_mm
     for j in start:
         _add(state, j, target, organs, positions_mm, tracks, conflicts, gap)

@@ -32,7 +32,10 @@ Method (see :mod:`guidance.planning.greedy` for the selection itself):
    in turn, sweep after sweep), and when it saved a seed the improvement
    again (its V150 / V200 polish). The exchange runs only without existing
    seeds: a plan, not the post-scan suggestions (a few seeds added to an
-   implant, answered within seconds).
+   implant, answered within seconds). On a small plan (few candidates, no
+   existing seeds) the whole search restarts with the track of each of the
+   first greedy seeds barred from the greedy start, and keeps the loading
+   with the fewest seeds (:mod:`guidance.planning.search`).
 4. Verification, independent of the sample points: the dose of existing + new
    seeds by :func:`guidance.dose.dose_on_grid` on an ``evaluation_spacing_mm``
    grid, and :func:`guidance.dose.evaluate_plan_dose` on the masks' outlines
@@ -75,11 +78,11 @@ from guidance.dose import (
 )
 from guidance.dose.limits import LimitStatus
 from guidance.dose.metrics import DoseReport
-from guidance.planning.exchange import exchange_seeds
-from guidance.planning.greedy import OrganTerm, Selection, TargetTerm, select_seeds
-from guidance.planning.improve import Geometry, improve_selection, selection_dose
+from guidance.planning.greedy import OrganTerm, Selection, TargetTerm
+from guidance.planning.improve import Geometry
 from guidance.planning.result import Feasibility, PlacedSeed, PlacementOptions, PlacementResult, SeedSet
 from guidance.planning.sampling import fine_outline, in_plane_factor, structure_samples
+from guidance.planning.search import search
 from guidance.planning.tracks import Track, TrackCandidates
 from guidance.provenance import Provenance
 from guidance.structure import Structure, StructureRole
@@ -370,7 +373,7 @@ def optimise_seed_placement(
     goal = options.d90_goal_factor * options.prescription_gy
     geometry = Geometry(candidates[0], candidates[2], conflicts, _distance_to(candidates[0], fixed_positions))
     terms = (target_term, organ_terms, geometry)
-    selection = _select(terms, fixed_positions, options, goal, ())
+    selection = search(terms, fixed_positions, options, goal, ())
     verified = _verify(
         target, organs, body, limits, existing, _new_seeds(selection.chosen, candidates, options), options
     )
@@ -382,47 +385,12 @@ def optimise_seed_placement(
             break
         goal = min(goal * 1.005 * wanted / max(d90, 1e-9), cap)
         logger.info("verified D90 %.1f Gy short of %.1f Gy: raising the goal to %.1f Gy", d90, wanted, goal)
-        selection = _select(terms, fixed_positions, options, goal, selection.chosen)
+        selection = search(terms, fixed_positions, options, goal, selection.chosen)
         verified = _verify(
             target, organs, body, limits, existing, _new_seeds(selection.chosen, candidates, options), options
         )
     parameters["final_goal_gy"] = goal
     return _result(selection, candidates, track_list, verified, options, parameters, started)
-
-
-def _select(
-    terms: tuple[TargetTerm, list[OrganTerm], Geometry],
-    fixed_positions: NDArray[np.float64],
-    options: PlacementOptions,
-    goal: float,
-    start: Sequence[int],
-) -> Selection:
-    """Greedy selection (resumed from ``start``), then the local improvement when it reached the goal."""
-    target_term, organ_terms, geometry = terms
-    selection = select_seeds(
-        target_term,
-        organ_terms,
-        geometry.positions_mm,
-        geometry.tracks,
-        geometry.conflicts,
-        fixed_positions,
-        options,
-        goal_gy=goal,
-        start=start,
-    )
-    if selection.stop is not Feasibility.REACHED:
-        return selection
-    chosen = improve_selection(selection.chosen, target_term, organ_terms, geometry, options, goal_gy=goal)
-    if fixed_positions.shape[0]:  # post-scan suggestions: a few seeds added, answered within seconds
-        return Selection(tuple(chosen), selection.stop, selection.blocking, _d90_of(target_term, chosen))
-    fewer = exchange_seeds(chosen, target_term, organ_terms, geometry, options, goal_gy=goal)
-    if len(fewer) < len(chosen):  # polish the new loading (lower V150 / V200 at the goal)
-        chosen = improve_selection(fewer, target_term, organ_terms, geometry, options, goal_gy=goal)
-    return Selection(tuple(chosen), selection.stop, selection.blocking, _d90_of(target_term, chosen))
-
-
-def _d90_of(target_term: TargetTerm, chosen: Sequence[int]) -> float:
-    return _d90(selection_dose(target_term, chosen), target_term.weights_cc)
 
 
 def _distance_to(positions_mm: NDArray[np.float64], fixed_mm: NDArray[np.float64]) -> NDArray[np.float64]:

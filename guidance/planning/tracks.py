@@ -4,7 +4,7 @@ A track is a straight needle path, entry at the skin (the edge of the body
 mask) and tip at the deepest point of the target along it. Tracks come either
 from a set of insertion directions (a cone around the preferred direction, or a
 hemisphere: :func:`cone_directions`), each direction laid across the target as
-a square lattice of parallel lines ``track_spacing_mm`` apart
+a square or triangular lattice of parallel lines ``track_spacing_mm`` apart
 (:func:`candidate_tracks`), or from the holes of a 3D-printed template, each an
 entry point and a direction (:func:`template_tracks`).
 
@@ -18,7 +18,8 @@ half voxel.
 
 Candidate seed positions lie along each track inside the target, every
 ``seed_step_mm`` (5 mm by default: the minimum distance between seeds on a
-needle), centred in each run of the track through the target.
+needle), centred in each run of the track through the target (optionally with
+the run's centre too: ``run_centres``).
 
 All masks (target, body, forbidden) must share one grid: the CT's, or any grid
 they were rasterised on (:func:`guidance.rasterise.structure_fraction`). Volumes
@@ -242,6 +243,7 @@ def _line_track(
     margin_mm: float,
     max_length_mm: float,
     label: str,
+    run_centres: bool = False,
 ) -> Track | str | None:
     """The track along one line, a reason for rejecting it, or None when it misses the target."""
     points = anchor_mm + depths_mm[:, np.newaxis] * direction
@@ -272,7 +274,7 @@ def _line_track(
         return f"crosses {nearest} (+{margin_mm:g} mm margin)"
     entry = points[start]
     seeds = _seed_positions(
-        depths_mm[start : last + 1] - depths_mm[start], in_target[start : last + 1], seed_step_mm
+        depths_mm[start : last + 1] - depths_mm[start], in_target[start : last + 1], seed_step_mm, run_centres
     )
     return Track(
         entry_mm=entry,
@@ -286,16 +288,20 @@ def _line_track(
 
 
 def _seed_positions(
-    depths_mm: NDArray[np.float64], in_target: NDArray[np.bool_], step_mm: float
+    depths_mm: NDArray[np.float64], in_target: NDArray[np.bool_], step_mm: float, run_centres: bool = False
 ) -> NDArray[np.float64]:
-    """Depths of candidate seeds: every ``step_mm``, centred in each run of the line inside the target."""
+    """Depths of candidate seeds: every ``step_mm``, centred in each run of the line inside the target,
+    and the run's centre itself when ``run_centres`` (an even count of steps leaves it out)."""
     edges = np.flatnonzero(np.diff(np.concatenate([[0], in_target.astype(np.int8), [0]])))
     result: list[NDArray[np.float64]] = []
     for begin, end in zip(edges[::2], edges[1::2], strict=True):
         low, high = float(depths_mm[begin]), float(depths_mm[end - 1])
         count = math.floor((high - low) / step_mm + 1e-9) + 1
         offset = 0.5 * ((high - low) - (count - 1) * step_mm)
-        result.append(low + offset + step_mm * np.arange(count, dtype=np.float64))
+        run = low + offset + step_mm * np.arange(count, dtype=np.float64)
+        if run_centres and count % 2 == 0:
+            run = np.insert(run, count // 2, 0.5 * (low + high))
+        result.append(run)
     return np.concatenate(result) if result else np.zeros(0)
 
 
@@ -319,21 +325,36 @@ def _validate(track_spacing_mm: float, seed_step_mm: float, margin_mm: float, ma
         raise ValueError(f"margin_mm must be a finite distance >= 0 mm; got {margin_mm}")
 
 
+_LATTICES = ("square", "triangular")
+
+
 def _lattice(
-    scene: _Scene, direction: NDArray[np.float64], spacing_mm: float
+    scene: _Scene, direction: NDArray[np.float64], spacing_mm: float, lattice: str = "square"
 ) -> list[tuple[tuple[int, int], NDArray[np.float64]]]:
     """(lattice index, anchor) of lines along ``direction`` spacing_mm apart across the target.
 
-    The lattice is anchored at the target's centroid, so it does not depend on the grid extent.
+    A line is kept when it is the nearest lattice line of a target voxel centre
+    (its Voronoi cell holds part of the target's footprint). The square
+    lattice's basis is (u, v), the triangular one's (u, u / 2 + v sqrt(3) / 2)
+    (each line has 6 neighbours ``spacing_mm`` away). The lattice is anchored
+    at the target's centroid, so it does not depend on the grid extent.
     """
     centres = scene.grid.index_to_patient(np.argwhere(scene.target).astype(np.float64))
     centroid = centres.mean(axis=0)
     u, v = _perpendicular_basis(direction)
-    a = (centres - centroid) @ u
-    b = (centres - centroid) @ v
-    cells = np.unique(np.rint(np.column_stack([a, b]) / spacing_mm).astype(int), axis=0)
-    occupied = [(int(i), int(j)) for i, j in cells]
-    return [((i, j), centroid + spacing_mm * (i * u + j * v)) for i, j in occupied]
+    second = (0.5, 0.5 * math.sqrt(3.0)) if lattice == "triangular" else (0.0, 1.0)
+    basis = spacing_mm * np.array([[1.0, 0.0], list(second)])  # rows: lattice vectors in (u, v)
+    footprint = np.unique(np.column_stack([(centres - centroid) @ u, (centres - centroid) @ v]), axis=0)
+    oblique = np.rint(footprint @ np.linalg.inv(basis)).astype(int)
+    offsets = np.array([(i, j) for i in (-1, 0, 1) for j in (-1, 0, 1)])
+    near = oblique[:, np.newaxis, :] + offsets[np.newaxis]  # (points, 9, 2): the nearest is among them
+    distance = np.linalg.norm(near @ basis - footprint[:, np.newaxis, :], axis=-1)
+    nearest = near[np.arange(near.shape[0]), np.argmin(distance, axis=1)]
+    cells = np.unique(nearest, axis=0)
+    return [
+        ((int(i), int(j)), centroid + (i * basis[0, 0] + j * basis[1, 0]) * u + j * basis[1, 1] * v)
+        for i, j in cells
+    ]
 
 
 def candidate_tracks(
@@ -346,6 +367,8 @@ def candidate_tracks(
     seed_step_mm: float = 5.0,
     margin_mm: float = 3.0,
     max_length_mm: float = 200.0,
+    lattice: str = "square",
+    run_centres: bool = False,
 ) -> TrackCandidates:
     """Parallel lines ``track_spacing_mm`` apart across the target, for each direction, kept when clear.
 
@@ -365,6 +388,18 @@ def candidate_tracks(
         Safety margin: the path must stay more than this from every forbidden voxel.
     max_length_mm : float
         Longest needle path from the skin entry to the tip.
+    lattice : {"square", "triangular"}
+        Arrangement of the parallel lines across each direction: a square grid
+        (a template's) or a triangular (hexagonal) one, each line with 6
+        neighbours ``track_spacing_mm`` away: the densest packing of lines
+        that keep that distance (2 / sqrt(3) = 1.15 times as many per area as
+        the square one), every point of the footprint within spacing / sqrt(3)
+        of a line (spacing / sqrt(2) on the square one).
+    run_centres : bool
+        Also offer the centre of each run of a track through the target as a
+        candidate seed when the ``seed_step_mm`` positions (centred in the run)
+        leave it out, i.e. when their count is even: the position of a
+        needle's single seed on a small target.
 
     Returns
     -------
@@ -378,6 +413,8 @@ def candidate_tracks(
     """
     started = time.perf_counter()
     _validate(track_spacing_mm, seed_step_mm, margin_mm, max_length_mm)
+    if lattice not in _LATTICES:
+        raise ValueError(f"lattice must be one of {_LATTICES}; got {lattice!r}")
     units = np.asarray(directions, dtype=np.float64).reshape(-1, 3)
     units = np.array([_unit(d, f"directions[{k}]") for k, d in enumerate(units)]).reshape(-1, 3)
     scene = _scene(target, body, forbidden or {})
@@ -385,7 +422,7 @@ def candidate_tracks(
     tracks: list[Track] = []
     rejected: dict[str, int] = {}
     for k, direction in enumerate(units):
-        for (i, j), anchor in _lattice(scene, direction, track_spacing_mm):
+        for (i, j), anchor in _lattice(scene, direction, track_spacing_mm, lattice):
             outcome = _line_track(
                 scene,
                 anchor,
@@ -395,11 +432,14 @@ def candidate_tracks(
                 margin_mm=margin_mm,
                 max_length_mm=max_length_mm,
                 label=f"direction {k}, line ({i}, {j})",
+                run_centres=run_centres,
             )
             _collect(outcome, tracks, rejected)
     parameters = {
         "directions": units.tolist(),
         "track_spacing_mm": track_spacing_mm,
+        "lattice": lattice,
+        "run_centres": run_centres,
         "seed_step_mm": seed_step_mm,
         "margin_mm": margin_mm,
         "max_length_mm": max_length_mm,

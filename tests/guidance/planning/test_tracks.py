@@ -6,8 +6,9 @@ import math
 
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 
-from guidance.planning import candidate_tracks, cone_directions, template_tracks
+from guidance.planning import Track, candidate_tracks, cone_directions, template_tracks
 from guidance.volume import Grid, Volume
 from tests.guidance.planning import phantoms
 
@@ -100,3 +101,72 @@ def test_masks_on_another_grid_are_refused(scene: tuple[Volume, Volume]) -> None
         candidate_tracks(target, other, directions=[ANTERIOR_TO_POSTERIOR])
     with pytest.raises(ValueError, match="axis must be a finite non-zero"):
         cone_directions((0, 0, 0))
+
+
+def _lateral(tracks: tuple[Track, ...]) -> NDArray[np.float64]:
+    """(x, z) of each +Y track: where it crosses a coronal plane."""
+    return np.array([t.entry_mm[[0, 2]] for t in tracks])
+
+
+def test_triangular_lattice_lines_are_5_mm_apart_with_6_neighbours(scene: tuple[Volume, Volume]) -> None:
+    target, body = scene
+    result = candidate_tracks(
+        target, body, directions=[ANTERIOR_TO_POSTERIOR], track_spacing_mm=5.0, lattice="triangular"
+    )
+    assert result.provenance.parameters["lattice"] == "triangular"
+    lateral = _lateral(result.tracks)
+    gaps = np.linalg.norm(lateral[:, np.newaxis] - lateral[np.newaxis], axis=-1)
+    np.fill_diagonal(gaps, np.inf)
+    np.testing.assert_allclose(gaps.min(axis=1), 5.0, atol=1e-9)  # every line's nearest neighbours: 5 mm
+    neighbours = np.sum(np.abs(gaps - 5.0) < 1e-6, axis=1)
+    assert neighbours.max() == 6
+    # the lines within 5 mm of the centre have all 6 neighbours (a hexagon around each)
+    central = np.linalg.norm(lateral, axis=1) <= 5.0 + 1e-6
+    assert central.sum() == 7 and np.all(neighbours[central] == 6)
+    # the next shell: 6 lines at 5 sqrt(3) = 8.66 mm and 6 at 10 mm (of 13.4 mm radius + voxel)
+    distance = np.sort(np.linalg.norm(lateral, axis=1))
+    assert np.sum(np.abs(distance - 5.0 * math.sqrt(3.0)) < 1e-6) == 6
+    assert np.sum(np.abs(distance - 10.0) < 1e-6) == 6
+
+
+def test_triangular_lattice_covers_the_target_footprint(scene: tuple[Volume, Volume]) -> None:
+    target, body = scene
+    spacing = 5.0
+    for lattice, covering in (("triangular", spacing / math.sqrt(3.0)), ("square", spacing / math.sqrt(2.0))):
+        tracks = candidate_tracks(
+            target, body, directions=[ANTERIOR_TO_POSTERIOR], track_spacing_mm=spacing, lattice=lattice
+        ).tracks
+        lateral = _lateral(tracks)
+        inside = target.grid.index_to_patient(np.argwhere(np.asarray(target.array) >= 0.5).astype(float))
+        footprint = np.unique(inside[:, [0, 2]], axis=0)
+        # a line beyond the rim misses the target (no track): the footprint one spacing inside the rim
+        footprint = footprint[np.linalg.norm(footprint, axis=1) <= phantoms.radius_mm(10.0) - spacing]
+        nearest = np.linalg.norm(footprint[:, np.newaxis] - lateral[np.newaxis], axis=-1).min(axis=1)
+        assert nearest.max() <= covering + 1e-9, lattice  # every footprint point within the covering radius
+    with pytest.raises(ValueError, match="lattice must be one of"):
+        candidate_tracks(target, body, directions=[ANTERIOR_TO_POSTERIOR], lattice="hexagonal")
+
+
+def test_run_centres_add_the_centre_of_an_even_count_of_positions(scene: tuple[Volume, Volume]) -> None:
+    target, body = scene
+    direction = [ANTERIOR_TO_POSTERIOR]
+    plain = candidate_tracks(
+        target, body, directions=direction, track_spacing_mm=5.0, seed_step_mm=2.5
+    ).tracks
+    centred = candidate_tracks(
+        target, body, directions=direction, track_spacing_mm=5.0, seed_step_mm=2.5, run_centres=True
+    ).tracks
+    assert candidate_tracks(target, body, directions=direction, run_centres=True).provenance.parameters[
+        "run_centres"
+    ]
+    assert [t.label for t in plain] == [t.label for t in centred]
+    added = 0
+    for before, after in zip(plain, centred, strict=True):
+        count = before.seed_positions_mm.shape[0]
+        assert after.seed_positions_mm.shape[0] == count + (1 - count % 2)
+        depths = (after.seed_positions_mm - after.entry_mm) @ after.direction
+        assert np.all(np.diff(depths) > 0)
+        middle = 0.5 * (depths[0] + depths[-1])  # a sphere's chord: one run per track
+        assert np.min(np.abs(depths - middle)) == pytest.approx(0.0, abs=1e-9)
+        added += 1 - count % 2
+    assert added > 0
