@@ -90,8 +90,20 @@ Subscriber = Callable[[Published], None]
 
 @dataclass
 class _Pending:
-    plan_files: list[Path] = field(default_factory=list)
-    scans: list[tuple[SeriesReady, float]] = field(default_factory=list)
+    """Series received before the plan is complete: the newest announcement of each.
+
+    A series announced again (late or resent instances reopen it) lists all its
+    instances each time: an older announcement's files are in the newer one.
+    """
+
+    plan_series: dict[str, tuple[Path, ...]] = field(default_factory=dict)
+    scans: dict[str, tuple[SeriesReady, float]] = field(default_factory=dict)
+
+    def files(self) -> list[Path]:
+        """Every pending file once, in arrival order of the series."""
+        paths = [p for group in self.plan_series.values() for p in group]
+        paths += [p for ready, _ in self.scans.values() for p in ready.paths]
+        return list(dict.fromkeys(paths))
 
 
 class GuidanceService:
@@ -206,18 +218,17 @@ class GuidanceService:
                 logger.warning("a %s arrived after the plan was loaded: ignored (%s)", ready.kind.value,
                                ready.series_instance_uid)  # fmt: skip
                 return
-            self._pending.plan_files.extend(ready.paths)
+            self._pending.plan_series[ready.series_instance_uid] = ready.paths
             self._try_plan()
             return
         if self.bundle is None:
-            self._pending.scans.append((ready, announced_at))
+            self._pending.scans[ready.series_instance_uid] = (ready, announced_at)
             self._try_plan()
             return
         self._analyse(ready, announced_at)
 
     def _try_plan(self) -> None:
-        candidates = self._pending.plan_files + [p for ready, _ in self._pending.scans for p in ready.paths]
-        status = plan_status(candidates)
+        status = plan_status(self._pending.files())
         if not status.complete:
             logger.info("waiting for the plan: missing %s", "; ".join(status.missing))
             return
@@ -225,7 +236,7 @@ class GuidanceService:
         assert self.bundle is not None
         planning_series = self.bundle.structure_set.referenced_series_uid
         waiting, self._pending = self._pending.scans, _Pending()
-        for ready, announced_at in waiting:
+        for ready, announced_at in waiting.values():
             if ready.series_instance_uid != planning_series:
                 self._analyse(ready, announced_at)
 

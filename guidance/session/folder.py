@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import re
+import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,13 +201,20 @@ class SessionFolder:
         FileExistsError
             ``path`` already holds a session or other files.
         DicomInputError
-            The files do not make a complete, linked plan.
+            The files do not make a complete, linked plan; ``path`` is then left
+            as it was (a session can be created there once the plan is right).
         """
         session = cls(Path(path))
         if session.path.exists() and any(session.path.iterdir()):
             raise FileExistsError(f"{session.path} is not empty: a session needs a new folder")
-        stored = _store(plan_files, session.plan_folder)
-        bundle = load_plan_bundle(stored)
+        created = not session.path.exists()
+        try:
+            bundle = load_plan_bundle(_store(plan_files, session.plan_folder))
+        except BaseException:  # leave the folder as it was found: a corrected plan may come next
+            shutil.rmtree(session.plan_folder, ignore_errors=True)
+            if created:
+                shutil.rmtree(session.path, ignore_errors=True)
+            raise
         write_json(session.path / "session.json", {
             "schema": SESSION_SCHEMA,
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -216,6 +216,24 @@ def test_a_session_needs_a_new_folder(recorded: Recorded, tmp_path: Path) -> Non
         SessionFolder.open(tmp_path)
 
 
+def test_a_plan_that_fails_to_load_leaves_the_folder_for_the_next(recorded: Recorded, tmp_path: Path) -> None:
+    """A plan whose CT has two slices at one position is refused; nothing of it stays; the right one fits."""
+    files = recorded.plan_files
+    ct = [ds for ds in files if ds.Modality == "CT"]
+    repeated = [*files, copy.deepcopy(ct[0])]
+    repeated[-1].SOPInstanceUID = "1.2.826.0.1.3680043.8.498.13"  # another instance at the same position
+    target = tmp_path / "session"
+    with pytest.raises(DicomInputError, match="share a position"):
+        SessionFolder.create(target, repeated)
+    assert not target.exists()
+    target.mkdir()
+    with pytest.raises(DicomInputError, match="share a position"):
+        SessionFolder.create(target, repeated)
+    assert target.is_dir() and not any(target.iterdir())  # a folder found empty stays, empty
+    session = SessionFolder.create(target, files)
+    assert session.load_bundle().plan.sop_instance_uid == recorded.bundle.plan.sop_instance_uid
+
+
 def test_durable_write_replaces_whole_files_only(tmp_path: Path) -> None:
     target = tmp_path / "a" / "result.json"
     durable_write(target, b"first")

@@ -1,12 +1,12 @@
 """End to end: a simulated procedure pushed over DICOM into a running ``seedguide serve --headless``.
 
 The service runs as its own process on a loopback port and waits for the plan;
-the simulator sends the plan (as a planning system) and then each scan (as a
-scanner), one scan before the plan's last object to check that an early scan
-waits. Each scan must give one result whose seeds, needles, registration and
-D90 agree with the simulator's ground truth; the session folder must reopen;
-SIGTERM must stop the service cleanly. ``seedguide analyze`` is checked on a
-post-implant case without a plan.
+the simulator sends the plan (as a planning system, the planning CT in two parts
+announced apart) and then each scan (as a scanner), one scan before the plan's
+last object to check that an early scan waits. Each scan must give one result
+whose seeds, needles, registration and D90 agree with the simulator's ground
+truth; the session folder must reopen; SIGTERM must stop the service cleanly.
+``seedguide analyze`` is checked on a post-implant case without a plan.
 """
 
 from __future__ import annotations
@@ -92,7 +92,12 @@ def _serve(out: Path, export_to: str, case: tuple[Any, Any, Any]) -> dict[str, A
         plan_files = plan_datasets(patient, case_plan, CONTEXT)
         rtplan = [ds for ds in plan_files if ds.Modality == "RTPLAN"]
         outputs = list(iter_scans(patient, procedure, CONTEXT))
-        assert push([ds for ds in plan_files if ds.Modality != "RTPLAN"], target).ok
+        others = [ds for ds in plan_files if ds.Modality != "RTPLAN"]
+        # The planning CT in two parts, a pause longer than the quiet period between: it is
+        # announced twice (the second time with all its slices), and must be read once.
+        assert push(others[: len(others) // 2], target).ok
+        time.sleep(1.5)
+        assert push(others[len(others) // 2 :], target).ok
         assert push(outputs[0].datasets, target).ok  # a scan before the plan is complete: it waits
         time.sleep(1.5)
         assert not _results(out / "session")
