@@ -101,6 +101,11 @@ _FRAGMENT = 0.65  # of a seed's integral: below it a region touching another may
 _SEED_LENGTH_MM = 4.5  # I-125 seeds (6711, 6702, IAI-125A, ...): 4.5 mm x 0.8 mm
 
 
+def _thick(grid: Grid, opts: SeedOptions) -> bool:
+    """Whether the slices are thicker than ``reference_slice_mm`` (beyond rounding)."""
+    return float(grid.spacing_mm[0]) > 1.01 * opts.reference_slice_mm
+
+
 def _regions(
     ct: Volume, exclude: NDArray[np.bool_] | None, opts: SeedOptions
 ) -> tuple[list[_Region], list[tuple[NDArray[np.float64], str]]]:
@@ -120,7 +125,7 @@ def _regions(
     regions: list[_Region] = []
     rejected: list[tuple[NDArray[np.float64], str]] = []
     level = threshold_level_hu(ct, opts)
-    thick = float(spacing[0]) > 1.01 * opts.reference_slice_mm
+    thick = _thick(grid, opts)
     found = components(mask)
     large, bone_peak_hu = _bone(image, found, grid, opts)
     seeds, bones = _seed_components(image, found, level, grid, opts)
@@ -202,7 +207,7 @@ def _bone(
     thicker than ``reference_slice_mm``, where partial volume brings a seed's peak to bone levels.
     """
     large = np.zeros(image.shape, dtype=bool)
-    if float(grid.spacing_mm[0]) > 1.01 * opts.reference_slice_mm:
+    if _thick(grid, opts):
         return large, math.inf  # thick slices: a seed's peak falls to bone levels; no such test
     for box, inside in components:
         if not _seed_sized(inside, box, grid, opts):
@@ -498,8 +503,7 @@ def _partition(
     axis).
     """
     by_length = _chain_count(region, elongation, grid)
-    thick = float(grid.spacing_mm[0]) > 1.01 * opts.reference_slice_mm
-    trust = _THICK_LENGTH_TRUST if thick else _LENGTH_TRUST
+    trust = _THICK_LENGTH_TRUST if _thick(grid, opts) else _LENGTH_TRUST
     trusted = by_length <= opts.max_cluster and ratio >= trust * by_length
     count = max(1, round(ratio), by_length if trusted else 1)
     if count > opts.max_cluster:
@@ -589,7 +593,7 @@ def _cluster_layout(
     if by_length == 1 and _in_plane_length(region, grid) > 1.2 * _SEED_LENGTH_MM:
         # Longer in-plane than a seed: not side by side, whatever the slices show. On thick
         # slices their spread hides the row from the 3-D axes (and may turn a split across it).
-        if float(grid.spacing_mm[0]) > 1.01 * opts.reference_slice_mm:
+        if _thick(grid, opts):
             return in_plane_row(region.points_mm, region.excess, count, grid)
         return "apart"
     if by_length == 1:
