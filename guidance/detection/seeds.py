@@ -67,6 +67,7 @@ from guidance.detection.clusters import (
 from guidance.detection.components import Components, basin_parts, components, parts_above
 from guidance.detection.lines import principal_line
 from guidance.detection.result import SEED_STAGE, DetectedSeed, SeedDetection, SeedOptions
+from guidance.detection.slice_profile import SliceSums, matched_slice_sums, offset_in_slice_mm
 from guidance.provenance import Provenance
 from guidance.volume import Grid, Volume
 
@@ -89,6 +90,7 @@ class _Region:
     peak_hu: float = 0.0
     number: int = -1  # the candidate's number in the scan
     touching: frozenset[int] = frozenset()  # the candidates whose voxels touch its own (thick slices)
+    slice_sums: SliceSums | None = None  # how much of it each slice sees (thick slices)
 
 
 _MIN_RING = 8  # voxels of a slice's shell for its own background
@@ -98,6 +100,10 @@ _MIN_RING = 8  # voxels of a slice's shell for its own background
 # integral says 1.5): the integral must reach three quarters of the count there.
 _LENGTH_TRUST, _THICK_LENGTH_TRUST = 0.65, 0.75
 _FRAGMENT = 0.65  # of a seed's integral: below it a region touching another may be part of its seed
+# A neighbouring slice's share of a seed that tails of other seeds, streaks and anatomy can
+# fake (matched-filter amplitudes beside seeds in flat-top slices reach 0.05): the least
+# tolerance of a slice centroid, in slice thicknesses.
+_STRUCTURE_SHARE = 0.06
 _SEED_LENGTH_MM = 4.5  # I-125 seeds (6711, 6702, IAI-125A, ...): 4.5 mm x 0.8 mm
 
 
@@ -149,7 +155,16 @@ def _regions(
         shell = ~ndimage.maximum_filter(core, size=3) & ~mask[grown]
         values = image[grown].astype(np.float32)
         background = _slice_backgrounds(values, shell, thick)
-        excess = np.clip(values - background[:, None, None], 0.0, None)[core].astype(np.float64)
+        clipped = np.clip(values - background[:, None, None], 0.0, None)
+        excess = clipped[core].astype(np.float64)
+        sums = None
+        if thick:
+            usable = ~((claimed[grown] > 0) & ~own)
+            if exclude is not None:
+                usable &= ~exclude[grown]
+            template = np.where(core, clipped, 0.0).sum(axis=0).astype(np.float64)
+            sums = matched_slice_sums(values, background, _slice_noise(values, shell), template, usable,
+                                      grown[0].start)  # fmt: skip
         offset = np.array([sl.start for sl in grown])
         index = np.argwhere(core) + offset
         near = exclude is not None and bool(exclude[grown].any())
@@ -158,7 +173,7 @@ def _regions(
             float(np.std(values[shell])) if shell.any() else 0.0, int(np.ptp(index[:, 0]) + 1), near,
             number >= len(seeds), float(values[core].max()) if core.any() else 0.0, number,
             frozenset(int(k) - 1 for k in np.unique(claimed[grown][ndimage.maximum_filter(own, size=3)])
-                      if k not in (0, number + 1)) if thick else frozenset(),
+                      if k not in (0, number + 1)) if thick else frozenset(), sums,
         )  # fmt: skip
         reason = _streak_like(region, grid, opts)
         peak_hu = float(values[core].max())
@@ -190,6 +205,22 @@ def _slice_backgrounds(
         if len(ring) >= _MIN_RING:
             levels[k] = float(np.median(ring))
     return levels
+
+
+def _slice_noise(values: NDArray[np.float32], shell: NDArray[np.bool_]) -> NDArray[np.float64]:
+    """Each slice's noise sd in the shell (1.4826 x its median absolute deviation: robust to streaks), HU.
+
+    A slice whose part of the shell has fewer than 8 voxels takes the whole shell's.
+    """
+    def robust_sd(ring: NDArray[np.float32]) -> float:
+        return 1.4826 * float(np.median(np.abs(ring - np.median(ring)))) if len(ring) else 0.0
+
+    sd = np.full(values.shape[0], robust_sd(values[shell]))
+    for k in range(values.shape[0]):
+        ring = values[k][shell[k]]
+        if len(ring) >= _MIN_RING:
+            sd[k] = robust_sd(ring)
+    return sd
 
 
 def _bone(
@@ -445,6 +476,8 @@ def _merged(fragment: _Region, other: _Region, grid: Grid) -> _Region:
         near_excluded=other.near_excluded or fragment.near_excluded,
         beside_bone=other.beside_bone or fragment.beside_bone, peak_hu=max(other.peak_hu, fragment.peak_hu),
         touching=(other.touching | fragment.touching) - {other.number, fragment.number},
+        slice_sums=other.slice_sums.joined(fragment.slice_sums)
+        if other.slice_sums is not None and fragment.slice_sums is not None else None,
     )  # fmt: skip
 
 
@@ -524,7 +557,7 @@ def _partition(
 
 
 def _seeds_of(
-    region: _Region, single: float, elongation: float, grid: Grid, opts: SeedOptions
+    region: _Region, single: float, elongation: float, flat_mm: float, grid: Grid, opts: SeedOptions
 ) -> list[DetectedSeed] | str:
     ratio = region.integral / single
     if ratio < opts.min_fraction:
@@ -573,7 +606,51 @@ def _seeds_of(
     if isinstance(layout, np.ndarray):
         order = np.argsort([float(s.position_mm @ (layout[-1] - layout[0])) for s in seeds], kind="stable")
         seeds = [replace(seeds[j], position_mm=layout[rank]) for rank, j in enumerate(order)]
+    if count == 1 and _thick(grid, opts) and region.slice_sums is not None and not (
+        region.beside_bone or region.near_excluded
+    ):  # beside bone or a needle, the neighbouring slices' metal is not the seed's
+        placed = _along_slices(seeds[0].position_mm, region, flat_mm, grid, opts)
+        seeds = [replace(seeds[0], position_mm=placed)]
     return seeds
+
+
+def _along_slices(
+    position_mm: NDArray[np.float64], region: _Region, flat_mm: float, grid: Grid, opts: SeedOptions
+) -> NDArray[np.float64]:
+    """A single seed on thick slices placed along the slice axis by how much of it each slice sees.
+
+    The excess-weighted centroid pulls a seed towards its slice's centre (by up to the flat
+    top of the slice profile); :func:`guidance.detection.slice_profile.offset_in_slice_mm`
+    inverts the centroid of the slice seeing most of the seed and its two neighbours through
+    the profiles a scanner may have. The seed's extent along the slice axis comes from its
+    length in the slice plane (4.5 mm lying flat; the in-plane blur, which widens it as much
+    as it lengthens it, removed), which thick slices resolve better than the 3-D axis. The
+    in-plane position is kept.
+    """
+    assert region.slice_sums is not None
+    index, amplitude, sd = region.slice_sums.amplitudes()
+    if len(index) == 0 or not np.any(amplitude > 0):
+        return position_mm
+    main = int(np.argmax(amplitude))
+    near = np.abs(index - index[main]) == 1
+    sides = {int(index[j] - index[main]): j for j in np.flatnonzero(near)}
+    below, above = (max(float(amplitude[sides[k]]), 0.0) if k in sides else 0.0 for k in (-1, 1))
+    total = float(amplitude[main]) + below + above
+    thickness = float(grid.spacing_mm[0])
+    centroid_mm = thickness * (above - below) / total
+    noise = [float(sd[sides[k]]) ** 2 for k in (-1, 1) if k in sides]
+    # Twice the noise of the centroid, and at least the slices' share of unmodelled structure
+    # (a neighbouring seed's tails, streaks, anatomy: about 6 % of a seed in a neighbour).
+    tolerance_mm = max(2.0 * thickness * math.sqrt(sum(noise)) / total, _STRUCTURE_SHARE * thickness)
+    normal = np.asarray(grid.axes[0], dtype=np.float64)
+    cosine = math.sqrt(max(0.0, 1.0 - min(1.0, _in_plane_axis_mm(region, grid) / flat_mm) ** 2))
+    offset = offset_in_slice_mm(
+        centroid_mm, tolerance_mm, thickness_mm=thickness, extent_mm=_SEED_LENGTH_MM * cosine,
+        diameter_mm=opts.seed_diameter_mm * math.sqrt(1.0 - cosine**2),
+    )  # fmt: skip
+    centre_mm = float(grid.index_to_patient(np.array([[float(index[main]), 0.0, 0.0]]))[0] @ normal)
+    result: NDArray[np.float64] = position_mm + normal * (centre_mm + offset - float(position_mm @ normal))
+    return result
 
 
 def _cluster_layout(
@@ -616,12 +693,39 @@ def _in_plane_length(region: _Region, grid: Grid) -> float:
     In-plane pixels resolve what thick slices do not: side-by-side seeds are never longer
     in-plane than one seed, touching seeds end to end are unless their axis is steep.
     """
+    return float(np.sqrt(12.0 * _in_plane_variances(region, grid)[-1]))
+
+
+def _in_plane_axis_mm(region: _Region, grid: Grid) -> float:
+    """The length of a seed's axis projected on the slice plane, as the scan shows it, mm.
+
+    sqrt(12 x the difference of its in-plane variances): the blur adds to both.
+    """
+    variances = _in_plane_variances(region, grid)
+    return math.sqrt(12.0 * float(variances[1] - variances[0]))
+
+
+def _flat_length_mm(regions: list[_Region], single: float, grid: Grid) -> float:
+    """How long a seed lying in the slice plane looks in this scan (:func:`_in_plane_axis_mm`), mm.
+
+    The 90th percentile over the scan's single seeds, at least five of them (seeds lie at all
+    angles; the metal inside the capsule may be shorter than its 4.5 mm); otherwise 4.5 mm.
+    """
+    lengths = [_in_plane_axis_mm(r, grid) for r in _singles(regions, single)]
+    if len(lengths) < 5:
+        return _SEED_LENGTH_MM
+    return max(float(np.percentile(lengths, 90.0)), 1.0)
+
+
+def _in_plane_variances(region: _Region, grid: Grid) -> NDArray[np.float64]:
+    """The excess's variances in the slice plane (ascending, each pixel's own extent removed, >= 0), mm^2."""
     plane = np.stack([grid.axes[1], grid.axes[2]])
     offset = (region.points_mm - centroid(region.points_mm, region.excess)) @ plane.T
     weights = region.excess if region.excess.sum() > 0 else np.ones(len(offset))
     covariance = (offset * weights[:, None]).T @ offset / weights.sum()
     covariance -= np.diag(np.asarray(grid.spacing_mm[1:], dtype=np.float64) ** 2 / 12.0)
-    return float(np.sqrt(12.0 * max(float(np.linalg.eigvalsh(covariance)[-1]), 0.0)))
+    values: NDArray[np.float64] = np.maximum(np.linalg.eigvalsh(covariance), 0.0)
+    return values
 
 
 def detect_seeds(
@@ -656,6 +760,7 @@ def detect_seeds(
     single = _single_integral(regions, opts)
     regions = _merge_fragments(regions, single, ct.grid)
     elongation = _single_elongation(regions, single, ct.grid) if regions else 0.0
+    flat_mm = _flat_length_mm(regions, single, ct.grid)
     peak = _single_peak(regions, single)
     seeds: list[DetectedSeed] = []
     notes: list[str] = []
@@ -664,7 +769,7 @@ def detect_seeds(
         found = (
             f"too faint a peak for metal: {region.peak_hu:.0f} HU, a seed's {peak:.0f} HU"
             if region.peak_hu < opts.min_peak_fraction * peak
-            else _seeds_of(region, single, elongation, grid, opts)
+            else _seeds_of(region, single, elongation, flat_mm, grid, opts)
         )  # fmt: skip
         if isinstance(found, str):
             rejected.append((centroid(region.points_mm, region.excess), found))
