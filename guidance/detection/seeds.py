@@ -40,7 +40,10 @@ Method:
    a seed is a row the slices hide: placed by equal-excess slabs along its in-plane axis.
 5. Position: excess-weighted centroid (LPS mm); long axis: principal axis of the excess
    distribution after removing each voxel's own extent (spacing^2 / 12 per axis), when it
-   stands out and, on thick slices, lies away from the slice normal.
+   stands out and, on thick slices, lies away from the slice normal. On thick slices the
+   centroid pulls a seed towards its slice's centre: a single seed (not beside bone or a
+   needle) is placed along the slice axis by how much of it each slice sees, through the
+   slice profiles a scanner may have (:mod:`guidance.detection.slice_profile`).
 """
 
 from __future__ import annotations
@@ -623,9 +626,9 @@ def _along_slices(
     top of the slice profile); :func:`guidance.detection.slice_profile.offset_in_slice_mm`
     inverts the centroid of the slice seeing most of the seed and its two neighbours through
     the profiles a scanner may have. The seed's extent along the slice axis comes from its
-    length in the slice plane (4.5 mm lying flat; the in-plane blur, which widens it as much
-    as it lengthens it, removed), which thick slices resolve better than the 3-D axis. The
-    in-plane position is kept.
+    axis' length in the slice plane against that of a seed lying flat in this scan
+    (``flat_mm``, :func:`_flat_length_mm`), which thick slices resolve better than the 3-D
+    axis. The in-plane position is kept.
     """
     assert region.slice_sums is not None
     index, amplitude, sd = region.slice_sums.amplitudes()
