@@ -107,6 +107,8 @@ _FRAGMENT = 0.65  # of a seed's integral: below it a region touching another may
 # fake (matched-filter amplitudes beside seeds in flat-top slices reach 0.05): the least
 # tolerance of a slice centroid, in slice thicknesses.
 _STRUCTURE_SHARE = 0.06
+# Beyond this a seed's reasons say how far along the slice axis it may be (confidence x 0.9).
+_SLICE_AXIS_TOLERANCE_MM = 1.0
 _SEED_LENGTH_MM = 4.5  # I-125 seeds (6711, 6702, IAI-125A, ...): 4.5 mm x 0.8 mm
 
 
@@ -612,14 +614,19 @@ def _seeds_of(
     if count == 1 and _thick(grid, opts) and region.slice_sums is not None and not (
         region.beside_bone or region.near_excluded
     ):  # beside bone or a needle, the neighbouring slices' metal is not the seed's
-        placed = _along_slices(seeds[0].position_mm, region, flat_mm, grid, opts)
-        seeds = [replace(seeds[0], position_mm=placed)]
+        placed, uncertainty_mm = _along_slices(seeds[0].position_mm, region, flat_mm, grid, opts)
+        seed = seeds[0]
+        if uncertainty_mm > _SLICE_AXIS_TOLERANCE_MM:
+            seed = replace(seed, confidence=seed.confidence * 0.9, reasons=(*seed.reasons, (
+                f"along the slice axis within +-{uncertainty_mm:.1f} mm: the slices show no position "
+                "in their profile's middle")))  # fmt: skip
+        seeds = [replace(seed, position_mm=placed)]
     return seeds
 
 
 def _along_slices(
     position_mm: NDArray[np.float64], region: _Region, flat_mm: float, grid: Grid, opts: SeedOptions
-) -> NDArray[np.float64]:
+) -> tuple[NDArray[np.float64], float]:
     """A single seed on thick slices placed along the slice axis by how much of it each slice sees.
 
     The excess-weighted centroid pulls a seed towards its slice's centre (by up to the flat
@@ -628,12 +635,13 @@ def _along_slices(
     the profiles a scanner may have. The seed's extent along the slice axis comes from its
     axis' length in the slice plane against that of a seed lying flat in this scan
     (``flat_mm``, :func:`_flat_length_mm`), which thick slices resolve better than the 3-D
-    axis. The in-plane position is kept.
+    axis. The in-plane position is kept. Returns the position and how far along the slice
+    axis the seed may be from it whichever the profile (mm).
     """
     assert region.slice_sums is not None
     index, amplitude, sd = region.slice_sums.amplitudes()
     if len(index) == 0 or not np.any(amplitude > 0):
-        return position_mm
+        return position_mm, 0.0
     main = int(np.argmax(amplitude))
     near = np.abs(index - index[main]) == 1
     sides = {int(index[j] - index[main]): j for j in np.flatnonzero(near)}
@@ -647,13 +655,13 @@ def _along_slices(
     tolerance_mm = max(2.0 * thickness * math.sqrt(sum(noise)) / total, _STRUCTURE_SHARE * thickness)
     normal = np.asarray(grid.axes[0], dtype=np.float64)
     cosine = math.sqrt(max(0.0, 1.0 - min(1.0, _in_plane_axis_mm(region, grid) / flat_mm) ** 2))
-    offset = offset_in_slice_mm(
+    offset, uncertainty_mm = offset_in_slice_mm(
         centroid_mm, tolerance_mm, thickness_mm=thickness, extent_mm=_SEED_LENGTH_MM * cosine,
         diameter_mm=opts.seed_diameter_mm * math.sqrt(1.0 - cosine**2),
     )  # fmt: skip
     centre_mm = float(grid.index_to_patient(np.array([[float(index[main]), 0.0, 0.0]]))[0] @ normal)
     result: NDArray[np.float64] = position_mm + normal * (centre_mm + offset - float(position_mm @ normal))
-    return result
+    return result, uncertainty_mm
 
 
 def _cluster_layout(

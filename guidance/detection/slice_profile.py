@@ -170,7 +170,7 @@ def predicted_centroid_mm(
 
 def offset_in_slice_mm(
     centroid_mm: float, tolerance_mm: float, *, thickness_mm: float, extent_mm: float, diameter_mm: float
-) -> float:
+) -> tuple[float, float]:
     """The seed's offset from its slice's centre along the slice axis, mm, from the slices' centroid.
 
     Parameters
@@ -188,8 +188,10 @@ def offset_in_slice_mm(
 
     Returns
     -------
-    float
+    offset_mm : float
         The middle of the offsets, within half a slice, that any of :data:`PROFILES` allows.
+    uncertainty_mm : float
+        Half their range: how far the seed may be from ``offset_mm`` whichever the profile.
 
     Raises
     ------
@@ -212,7 +214,7 @@ def offset_in_slice_mm(
         distance = np.abs(curve - measured)
         allowed = _OFFSETS[distance <= max(float(distance.min()), tolerance) + 1e-12]
         low, high = min(low, float(allowed.min())), max(high, float(allowed.max()))
-    return 0.5 * (low + high) * thickness_mm
+    return 0.5 * (low + high) * thickness_mm, 0.5 * (high - low) * thickness_mm
 
 
 def _rounded(value: float) -> float:
