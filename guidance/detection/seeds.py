@@ -51,6 +51,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -203,13 +204,7 @@ def _slice_backgrounds(
     bias its median. A slice whose part of the shell has fewer than 8 voxels takes the whole
     shell's median; a region without a shell, 0 HU.
     """
-    whole = float(np.median(values[shell])) if shell.any() else 0.0
-    levels = np.full(values.shape[0], whole)
-    for k in range(values.shape[0] if by_slice else 0):
-        ring = values[k][shell[k]]
-        if len(ring) >= _MIN_RING:
-            levels[k] = float(np.median(ring))
-    return levels
+    return _shell_statistic(values, shell, _median, by_slice)
 
 
 def _slice_noise(values: NDArray[np.float32], shell: NDArray[np.bool_]) -> NDArray[np.float64]:
@@ -217,15 +212,28 @@ def _slice_noise(values: NDArray[np.float32], shell: NDArray[np.bool_]) -> NDArr
 
     A slice whose part of the shell has fewer than 8 voxels takes the whole shell's.
     """
-    def robust_sd(ring: NDArray[np.float32]) -> float:
-        return 1.4826 * float(np.median(np.abs(ring - np.median(ring)))) if len(ring) else 0.0
+    return _shell_statistic(values, shell, _robust_sd, True)
 
-    sd = np.full(values.shape[0], robust_sd(values[shell]))
-    for k in range(values.shape[0]):
+
+def _shell_statistic(
+    values: NDArray[np.float32], shell: NDArray[np.bool_], statistic: Callable[[NDArray[np.float32]], float],
+    by_slice: bool,
+) -> NDArray[np.float64]:
+    """``statistic`` of the whole shell for every slice, or of each slice's own part where it has 8 voxels."""
+    result = np.full(values.shape[0], statistic(values[shell]))
+    for k in range(values.shape[0] if by_slice else 0):
         ring = values[k][shell[k]]
         if len(ring) >= _MIN_RING:
-            sd[k] = robust_sd(ring)
-    return sd
+            result[k] = statistic(ring)
+    return result
+
+
+def _median(ring: NDArray[np.float32]) -> float:
+    return float(np.median(ring)) if len(ring) else 0.0
+
+
+def _robust_sd(ring: NDArray[np.float32]) -> float:
+    return 1.4826 * float(np.median(np.abs(ring - np.median(ring)))) if len(ring) else 0.0
 
 
 def _bone(
@@ -771,7 +779,7 @@ def detect_seeds(
     single = _single_integral(regions, opts)
     regions = _merge_fragments(regions, single, ct.grid)
     elongation = _single_elongation(regions, single, ct.grid) if regions else 0.0
-    flat_mm = _flat_length_mm(regions, single, ct.grid)
+    flat_mm = _flat_length_mm(regions, single, ct.grid) if _thick(ct.grid, opts) else _SEED_LENGTH_MM
     peak = _single_peak(regions, single)
     seeds: list[DetectedSeed] = []
     notes: list[str] = []
