@@ -43,7 +43,9 @@ Method:
    stands out and, on thick slices, lies away from the slice normal. On thick slices the
    centroid pulls a seed towards its slice's centre: a single seed (not beside bone or a
    needle) is placed along the slice axis by how much of it each slice sees, through the
-   slice profiles a scanner may have (:mod:`guidance.detection.slice_profile`).
+   slice profiles a scanner may have (:mod:`guidance.detection.slice_profile`); so is each
+   seed of a cluster in no single row (whose parts stand), by the pixels nearest it in-plane
+   (:mod:`guidance.detection.along_slices`).
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from guidance import __version__
+from guidance.detection.along_slices import in_plane_axis_mm, in_plane_variances, place_parts, place_seed
 from guidance.detection.clusters import (
     centroid,
     chain_pitch,
@@ -71,7 +74,7 @@ from guidance.detection.clusters import (
 from guidance.detection.components import Components, basin_parts, components, parts_above
 from guidance.detection.lines import principal_line
 from guidance.detection.result import SEED_STAGE, DetectedSeed, SeedDetection, SeedOptions
-from guidance.detection.slice_profile import SliceSums, matched_slice_sums, offset_in_slice_mm
+from guidance.detection.slice_profile import SliceStack, SliceSums
 from guidance.provenance import Provenance
 from guidance.volume import Grid, Volume
 
@@ -95,6 +98,7 @@ class _Region:
     number: int = -1  # the candidate's number in the scan
     touching: frozenset[int] = frozenset()  # the candidates whose voxels touch its own (thick slices)
     slice_sums: SliceSums | None = None  # how much of it each slice sees (thick slices)
+    stack: SliceStack | None = None  # its box, for the sums of any part of it (thick slices, unmerged)
 
 
 _MIN_RING = 8  # voxels of a slice's shell for its own background
@@ -104,10 +108,6 @@ _MIN_RING = 8  # voxels of a slice's shell for its own background
 # integral says 1.5): the integral must reach three quarters of the count there.
 _LENGTH_TRUST, _THICK_LENGTH_TRUST = 0.65, 0.75
 _FRAGMENT = 0.65  # of a seed's integral: below it a region touching another may be part of its seed
-# A neighbouring slice's share of a seed that tails of other seeds, streaks and anatomy can
-# fake (matched-filter amplitudes beside seeds in flat-top slices reach 0.05): the least
-# tolerance of a slice centroid, in slice thicknesses.
-_STRUCTURE_SHARE = 0.06
 # Beyond this a seed's reasons say how far along the slice axis it may be (confidence x 0.9).
 _SLICE_AXIS_TOLERANCE_MM = 1.0
 _SEED_LENGTH_MM = 4.5  # I-125 seeds (6711, 6702, IAI-125A, ...): 4.5 mm x 0.8 mm
@@ -163,14 +163,15 @@ def _regions(
         background = _slice_backgrounds(values, shell, thick)
         clipped = np.clip(values - background[:, None, None], 0.0, None)
         excess = clipped[core].astype(np.float64)
-        sums = None
+        sums = stack = None
         if thick:
             usable = ~((claimed[grown] > 0) & ~own)
             if exclude is not None:
                 usable &= ~exclude[grown]
             template = np.where(core, clipped, 0.0).sum(axis=0).astype(np.float64)
-            sums = matched_slice_sums(values, background, _slice_noise(values, shell), template, usable,
-                                      grown[0].start)  # fmt: skip
+            stack = SliceStack(values, background, _slice_noise(values, shell), template, usable,
+                               (grown[0].start, grown[1].start, grown[2].start))  # fmt: skip
+            sums = stack.sums()
         offset = np.array([sl.start for sl in grown])
         index = np.argwhere(core) + offset
         near = exclude is not None and bool(exclude[grown].any())
@@ -179,7 +180,7 @@ def _regions(
             float(np.std(values[shell])) if shell.any() else 0.0, int(np.ptp(index[:, 0]) + 1), near,
             number >= len(seeds), float(values[core].max()) if core.any() else 0.0, number,
             frozenset(int(k) - 1 for k in np.unique(claimed[grown][ndimage.maximum_filter(own, size=3)])
-                      if k not in (0, number + 1)) if thick else frozenset(), sums,
+                      if k not in (0, number + 1)) if thick else frozenset(), sums, stack,
         )  # fmt: skip
         reason = _streak_like(region, grid, opts)
         peak_hu = float(values[core].max())
@@ -490,7 +491,7 @@ def _merged(fragment: _Region, other: _Region, grid: Grid) -> _Region:
         beside_bone=other.beside_bone or fragment.beside_bone, peak_hu=max(other.peak_hu, fragment.peak_hu),
         touching=(other.touching | fragment.touching) - {other.number, fragment.number},
         slice_sums=other.slice_sums.joined(fragment.slice_sums)
-        if other.slice_sums is not None and fragment.slice_sums is not None else None,
+        if other.slice_sums is not None and fragment.slice_sums is not None else None, stack=None,
     )  # fmt: skip
 
 
@@ -619,57 +620,45 @@ def _seeds_of(
     if isinstance(layout, np.ndarray):
         order = np.argsort([float(s.position_mm @ (layout[-1] - layout[0])) for s in seeds], kind="stable")
         seeds = [replace(seeds[j], position_mm=layout[rank]) for rank, j in enumerate(order)]
-    if count == 1 and _thick(grid, opts) and region.slice_sums is not None and not (
-        region.beside_bone or region.near_excluded
-    ):  # beside bone or a needle, the neighbouring slices' metal is not the seed's
-        placed, uncertainty_mm = _along_slices(seeds[0].position_mm, region, flat_mm, grid, opts)
-        seed = seeds[0]
-        if uncertainty_mm > _SLICE_AXIS_TOLERANCE_MM:
-            seed = replace(seed, confidence=seed.confidence * 0.9, reasons=(*seed.reasons, (
-                f"along the slice axis within +-{uncertainty_mm:.1f} mm: the slices show no position "
-                "in their profile's middle")))  # fmt: skip
-        seeds = [replace(seed, position_mm=placed)]
+    if _thick(grid, opts) and not (region.beside_bone or region.near_excluded):
+        # Beside bone or a needle, the neighbouring slices' metal is not the seed's.
+        seeds = _along_slices(seeds, region, layout, flat_mm, grid, opts)
     return seeds
 
 
 def _along_slices(
-    position_mm: NDArray[np.float64], region: _Region, flat_mm: float, grid: Grid, opts: SeedOptions
-) -> tuple[NDArray[np.float64], float]:
-    """A single seed on thick slices placed along the slice axis by how much of it each slice sees.
+    seeds: list[DetectedSeed], region: _Region, layout: NDArray[np.float64] | str, flat_mm: float, grid: Grid,
+    opts: SeedOptions,
+) -> list[DetectedSeed]:  # fmt: skip
+    """A region's seeds on thick slices placed along the slice axis (:mod:`guidance.detection.along_slices`).
 
-    The excess-weighted centroid pulls a seed towards its slice's centre (by up to the flat
-    top of the slice profile); :func:`guidance.detection.slice_profile.offset_in_slice_mm`
-    inverts the centroid of the slice seeing most of the seed and its two neighbours through
-    the profiles a scanner may have. The seed's extent along the slice axis comes from its
-    axis' length in the slice plane against that of a seed lying flat in this scan
-    (``flat_mm``, :func:`_flat_length_mm`), which thick slices resolve better than the 3-D
-    axis. The in-plane position is kept. Returns the position and how far along the slice
-    axis the seed may be from it whichever the profile (mm).
+    A single seed by the whole region's slice sums; touching seeds in no single row
+    ("mixed": the split's parts stand, their centroids a staircase along the slice axis) each
+    by the pixels nearest it in-plane. Seeds placed by a cluster model keep its places.
     """
-    assert region.slice_sums is not None
-    index, amplitude, sd = region.slice_sums.amplitudes()
-    if len(index) == 0 or not np.any(amplitude > 0):
-        return position_mm, 0.0
-    main = int(np.argmax(amplitude))
-    near = np.abs(index - index[main]) == 1
-    sides = {int(index[j] - index[main]): j for j in np.flatnonzero(near)}
-    below, above = (max(float(amplitude[sides[k]]), 0.0) if k in sides else 0.0 for k in (-1, 1))
-    total = float(amplitude[main]) + below + above
-    thickness = float(grid.spacing_mm[0])
-    centroid_mm = thickness * (above - below) / total
-    noise = [float(sd[sides[k]]) ** 2 for k in (-1, 1) if k in sides]
-    # Twice the noise of the centroid, and at least the slices' share of unmodelled structure
-    # (a neighbouring seed's tails, streaks, anatomy: about 6 % of a seed in a neighbour).
-    tolerance_mm = max(2.0 * thickness * math.sqrt(sum(noise)) / total, _STRUCTURE_SHARE * thickness)
-    normal = np.asarray(grid.axes[0], dtype=np.float64)
-    cosine = math.sqrt(max(0.0, 1.0 - min(1.0, _in_plane_axis_mm(region, grid) / flat_mm) ** 2))
-    offset, uncertainty_mm = offset_in_slice_mm(
-        centroid_mm, tolerance_mm, thickness_mm=thickness, extent_mm=_SEED_LENGTH_MM * cosine,
-        diameter_mm=opts.seed_diameter_mm * math.sqrt(1.0 - cosine**2),
-    )  # fmt: skip
-    centre_mm = float(grid.index_to_patient(np.array([[float(index[main]), 0.0, 0.0]]))[0] @ normal)
-    result: NDArray[np.float64] = position_mm + normal * (centre_mm + offset - float(position_mm @ normal))
-    return result, uncertainty_mm
+    lengths = {"flat_mm": flat_mm, "seed_length_mm": _SEED_LENGTH_MM,
+               "seed_diameter_mm": opts.seed_diameter_mm}  # fmt: skip
+    if len(seeds) == 1 and region.slice_sums is not None:
+        axis_mm = _in_plane_axis_mm(region, grid)
+        placed, uncertainty_mm = place_seed(seeds[0].position_mm, region.slice_sums, axis_in_plane_mm=axis_mm,
+                                            grid=grid, **lengths)  # fmt: skip
+        return [_placed_along_slices(seeds[0], placed, uncertainty_mm)]
+    if isinstance(layout, str) and layout == "mixed" and region.stack is not None:
+        positions = np.array([s.position_mm for s in seeds])
+        positions, uncertainties = place_parts(positions, region.stack, grid=grid, **lengths)
+        return [_placed_along_slices(*each) for each in zip(seeds, positions, uncertainties, strict=True)]
+    return seeds
+
+
+def _placed_along_slices(
+    seed: DetectedSeed, position_mm: NDArray[np.float64], uncertainty_mm: float
+) -> DetectedSeed:
+    """``seed`` moved along the slice axis; where it may be more than 1 mm off, it says so."""
+    if uncertainty_mm > _SLICE_AXIS_TOLERANCE_MM:
+        seed = replace(seed, confidence=seed.confidence * 0.9, reasons=(*seed.reasons, (
+            f"along the slice axis within +-{uncertainty_mm:.1f} mm: the slices show no position "
+            "in their profile's middle")))  # fmt: skip
+    return replace(seed, position_mm=position_mm)
 
 
 def _cluster_layout(
@@ -716,12 +705,8 @@ def _in_plane_length(region: _Region, grid: Grid) -> float:
 
 
 def _in_plane_axis_mm(region: _Region, grid: Grid) -> float:
-    """The length of a seed's axis projected on the slice plane, as the scan shows it, mm.
-
-    sqrt(12 x the difference of its in-plane variances): the blur adds to both.
-    """
-    variances = _in_plane_variances(region, grid)
-    return math.sqrt(12.0 * float(variances[1] - variances[0]))
+    """The length of a seed's axis projected on the slice plane (:func:`in_plane_axis_mm`), mm."""
+    return in_plane_axis_mm(region.points_mm, region.excess, grid)
 
 
 def _flat_length_mm(regions: list[_Region], single: float, grid: Grid) -> float:
@@ -737,14 +722,8 @@ def _flat_length_mm(regions: list[_Region], single: float, grid: Grid) -> float:
 
 
 def _in_plane_variances(region: _Region, grid: Grid) -> NDArray[np.float64]:
-    """The excess's variances in the slice plane (ascending, each pixel's own extent removed, >= 0), mm^2."""
-    plane = np.stack([grid.axes[1], grid.axes[2]])
-    offset = (region.points_mm - centroid(region.points_mm, region.excess)) @ plane.T
-    weights = region.excess if region.excess.sum() > 0 else np.ones(len(offset))
-    covariance = (offset * weights[:, None]).T @ offset / weights.sum()
-    covariance -= np.diag(np.asarray(grid.spacing_mm[1:], dtype=np.float64) ** 2 / 12.0)
-    values: NDArray[np.float64] = np.maximum(np.linalg.eigvalsh(covariance), 0.0)
-    return values
+    """The excess's variances in the slice plane (:func:`in_plane_variances`), mm^2."""
+    return in_plane_variances(region.points_mm, region.excess, grid)
 
 
 def detect_seeds(

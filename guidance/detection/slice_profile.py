@@ -31,7 +31,10 @@ from functools import lru_cache
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["PROFILES", "SliceSums", "matched_slice_sums", "offset_in_slice_mm", "predicted_centroid_mm"]
+__all__ = [
+    "PROFILES", "SliceStack", "SliceSums", "matched_slice_sums", "offset_in_slice_mm",
+    "predicted_centroid_mm",
+]  # fmt: skip
 
 #: The slice sensitivity profiles a seed's position is robust to, as (edge, width in slice
 #: thicknesses): the slice's box convolved with a Gaussian of that sigma, or with a box of
@@ -104,6 +107,28 @@ def matched_slice_sums(
     noise = weight * noise_sd_hu.astype(np.float64) ** 2
     index = np.arange(first_slice, first_slice + values.shape[0], dtype=np.int64)
     return SliceSums(index, signal, weight, noise)
+
+
+@dataclass(frozen=True, eq=False)
+class SliceStack:
+    """A region's box on thick slices, kept so that any part of its footprint can be matched.
+
+    ``template`` is the region's in-plane footprint (its excess summed over the slices);
+    :meth:`sums` matches a part of it (a seed of a cluster) over every slice.
+    """
+
+    values: NDArray[np.float32]  # (S, R, C) HU
+    background_hu: NDArray[np.float64]  # (S,)
+    noise_sd_hu: NDArray[np.float64]  # (S,)
+    template: NDArray[np.float64]  # (R, C)
+    usable: NDArray[np.bool_]  # (S, R, C): pixels of no other candidate or needle
+    first_index: tuple[int, int, int]  # the box's first voxel's index in the volume
+
+    def sums(self, part: NDArray[np.bool_] | None = None) -> SliceSums:
+        """The matched sums of the footprint's pixels ``part`` (R, C; all of them by default)."""
+        template = self.template if part is None else np.where(part, self.template, 0.0)
+        return matched_slice_sums(self.values, self.background_hu, self.noise_sd_hu, template, self.usable,
+                                  self.first_index[0])  # fmt: skip
 
 
 def _box(z: NDArray[np.float64], width: float) -> NDArray[np.float64]:

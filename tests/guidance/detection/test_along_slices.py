@@ -1,0 +1,92 @@
+"""Seeds on thick slices placed along the slice axis: a cluster's parts each by its own pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.optimize import linear_sum_assignment
+
+from guidance.detection import detect_seeds
+from guidance.detection.along_slices import in_plane_axis_mm, place_parts, place_seed
+from guidance.detection.slice_profile import SliceStack
+from guidance.volume import Grid
+from tests.guidance.detection.suite import Condition, scan
+
+_THICKNESS_MM = 5.0
+_GRID = Grid((5, 12, 40), np.diag([_THICKNESS_MM, 0.5, 0.5, 1.0]))  # index (s, r, c) -> (s*5, r/2, c/2) mm
+_LENGTHS = {"flat_mm": 4.5, "seed_length_mm": 4.5, "seed_diameter_mm": 0.8}
+
+
+def _footprint(first_column: int) -> NDArray[np.float64]:
+    """A seed lying in the slice plane along the columns: 9 pixels (4.5 mm) long, 2 rows wide."""
+    image = np.zeros((12, 40))
+    image[5:7, first_column : first_column + 9] = 1000.0
+    return image
+
+
+def _stack(*seeds: tuple[NDArray[np.float64], tuple[float, ...]]) -> SliceStack:
+    """Slices showing each footprint at its share per slice, over a 40 HU background."""
+    values = np.full((5, 12, 40), 40.0)
+    for footprint, shares in seeds:
+        values += np.asarray(shares)[:, None, None] * footprint[None]
+    template = sum((f for f, _ in seeds), np.zeros((12, 40)))
+    return SliceStack(values.astype(np.float32), np.full(5, 40.0), np.full(5, 1.0), template,
+                      np.ones(values.shape, dtype=bool), (0, 0, 0))  # fmt: skip
+
+
+def _slice_axis_mm(position_mm: NDArray[np.float64]) -> float:
+    return float(position_mm[0])
+
+
+def test_each_part_is_placed_by_the_slices_over_its_own_pixels() -> None:
+    """Two flat seeds 6 mm apart in-plane, one leaning into the slice above, one into the slice below.
+
+    Together the slices show a symmetric profile: the region's centroid says nothing of either.
+    Each seed's own pixels show its lean; it is placed exactly where it is placed alone.
+    """
+    first, second = _footprint(4), _footprint(22)
+    up, down = (0.0, 0.0, 0.7, 0.3, 0.0), (0.0, 0.3, 0.7, 0.0, 0.0)
+    together = _stack((first, up), (second, down))
+    starts = np.array([[10.0, 3.0, 4.0], [10.0, 3.0, 13.0]])  # both at the centre of slice 2
+    placed, uncertainty = place_parts(starts, together, grid=_GRID, **_LENGTHS)
+
+    for j, (footprint, shares) in enumerate([(first, up), (second, down)]):
+        alone = _stack((footprint, shares))
+        pixels = _GRID.index_to_patient(np.argwhere(footprint[None] > 0).astype(np.float64))
+        axis_mm = in_plane_axis_mm(pixels, np.ones(len(pixels)), _GRID)
+        expected, spread = place_seed(starts[j], alone.sums(), axis_in_plane_mm=axis_mm, grid=_GRID,
+                                      **_LENGTHS)  # fmt: skip
+        assert np.allclose(placed[j], expected, atol=1e-6)
+        assert uncertainty[j] == spread
+    assert _slice_axis_mm(placed[0]) > 10.5 and _slice_axis_mm(placed[1]) < 9.5  # each towards its lean
+    assert np.allclose(placed[:, 1:], starts[:, 1:])  # the in-plane positions are kept
+
+    whole, _ = place_seed(starts[0], together.sums(), axis_in_plane_mm=4.5, grid=_GRID, **_LENGTHS)
+    assert abs(_slice_axis_mm(whole) - 10.0) <= 0.05  # the region as one: no lean at all
+
+
+def test_a_part_without_pixels_of_its_own_keeps_its_position() -> None:
+    stack = _stack((_footprint(4), (0.0, 0.0, 0.7, 0.3, 0.0)))
+    starts = np.array([[10.0, 3.0, 4.0], [10.0, 3.0, 30.0]])  # the second far beyond the footprint
+    placed, uncertainty = place_parts(starts, stack, grid=_GRID, **_LENGTHS)
+    assert np.array_equal(placed[1], starts[1]) and uncertainty[1] == 0.0
+    assert _slice_axis_mm(placed[0]) > 10.5
+
+
+def test_steep_side_by_side_triple_straddling_a_slice_boundary_is_not_stacked() -> None:
+    """Three touching seeds side by side, 42 degrees from the slice axis, across a 5 mm slice boundary.
+
+    Their cluster is in no single row ("mixed"): the split's parts lay on whole slices and
+    were placed 2.6 and 3.0 mm off along the slice axis. Each placed by its own pixels'
+    slices, all three are within 1 mm.
+    """
+    volume, seeds, axes, _, _ = scan(Condition("simulator", _THICKNESS_MM, 0.3, 2))
+    normal = np.asarray(volume.grid.axes[0])
+    triple = np.arange(11, 14)  # the layout's side-by-side triple
+    assert abs(float(axes[triple[0]] @ normal)) > 0.7
+    found = detect_seeds(volume).positions_mm
+    distance = np.linalg.norm(seeds[triple][:, None, :] - found[None, :, :], axis=2)
+    rows, columns = linear_sum_assignment(distance)
+    assert len(rows) == 3 and distance[rows, columns].max() <= 2.0
+    errors = np.abs((found[columns] - seeds[triple][rows]) @ normal)
+    assert errors.max() <= 1.0, errors
