@@ -55,7 +55,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -601,7 +601,7 @@ def _seeds_of(
         reasons.append(f"split from a cluster of {count}")
     seeds = []
     whole = _orientation(region.points_mm, region.excess, grid, opts) if count > 1 else np.full(3, np.nan)
-    layout = _cluster_layout(region, count, elongation, grid, opts) if count > 1 and not separate else "apart"
+    layout = _cluster_layout(region, count, elongation, grid, opts) if count > 1 and not separate else _APART
     for j in range(count):
         members = labels == j
         points, weights = region.points_mm[members], region.excess[members]
@@ -611,15 +611,16 @@ def _seeds_of(
         ):
             # Side-by-side seeds split across their axes: a part's own elongation is the cut's.
             direction = np.full(3, np.nan)
-        elif not isinstance(layout, str) or layout != "apart":
+        elif layout.kind != "apart":
             # Touching seeds agreeing with the cluster's axis lie along it (a chain, or side by
             # side): the whole cluster measures that axis over a longer or heavier baseline.
             direction = whole
         seeds.append(DetectedSeed(centroid(points, weights), direction, float(np.clip(confidence, 0.0, 1.0)),
                                   tuple(reasons), count > 1, count))  # fmt: skip
-    if isinstance(layout, np.ndarray):
-        order = np.argsort([float(s.position_mm @ (layout[-1] - layout[0])) for s in seeds], kind="stable")
-        seeds = [replace(seeds[j], position_mm=layout[rank]) for rank, j in enumerate(order)]
+    if layout.positions is not None:
+        placed = layout.positions
+        order = np.argsort([float(s.position_mm @ (placed[-1] - placed[0])) for s in seeds], kind="stable")
+        seeds = [replace(seeds[j], position_mm=placed[rank]) for rank, j in enumerate(order)]
     if _thick(grid, opts) and not (region.beside_bone or region.near_excluded):
         # Beside bone or a needle, the neighbouring slices' metal is not the seed's.
         seeds = _along_slices(seeds, region, layout, flat_mm, grid, opts)
@@ -627,14 +628,15 @@ def _seeds_of(
 
 
 def _along_slices(
-    seeds: list[DetectedSeed], region: _Region, layout: NDArray[np.float64] | str, flat_mm: float, grid: Grid,
-    opts: SeedOptions,
-) -> list[DetectedSeed]:  # fmt: skip
+    seeds: list[DetectedSeed], region: _Region, layout: _Layout, flat_mm: float, grid: Grid, opts: SeedOptions
+) -> list[DetectedSeed]:
     """A region's seeds on thick slices placed along the slice axis (:mod:`guidance.detection.along_slices`).
 
-    A single seed by the whole region's slice sums; touching seeds in no single row
-    ("mixed": the split's parts stand, their centroids a staircase along the slice axis) each
-    by the pixels nearest it in-plane. Seeds placed by a cluster model keep its places.
+    A single seed by the whole region's slice sums. Touching seeds side by side move
+    together, their row's centre placed so: the row is a seed as wide as the row. Touching
+    seeds in no single row ("mixed": the split's parts stand, their centroids a staircase
+    along the slice axis) each by the pixels nearest it in-plane. Seeds placed by another
+    cluster model keep its places.
     """
     lengths = {"flat_mm": flat_mm, "seed_length_mm": _SEED_LENGTH_MM,
                "seed_diameter_mm": opts.seed_diameter_mm}  # fmt: skip
@@ -643,7 +645,13 @@ def _along_slices(
         placed, uncertainty_mm = place_seed(seeds[0].position_mm, region.slice_sums, axis_in_plane_mm=axis_mm,
                                             grid=grid, **lengths)  # fmt: skip
         return [_placed_along_slices(seeds[0], placed, uncertainty_mm)]
-    if isinstance(layout, str) and layout == "mixed" and region.stack is not None:
+    if layout.kind == "side_by_side" and region.slice_sums is not None:
+        centre = np.mean([s.position_mm for s in seeds], axis=0)
+        axis_mm = _in_plane_axis_mm(region, grid)
+        placed, uncertainty_mm = place_seed(centre, region.slice_sums, axis_in_plane_mm=axis_mm, grid=grid,
+                                            **lengths)  # fmt: skip
+        return [_placed_along_slices(s, s.position_mm + placed - centre, uncertainty_mm) for s in seeds]
+    if layout.kind == "mixed" and region.stack is not None:
         positions = np.array([s.position_mm for s in seeds])
         positions, uncertainties = place_parts(positions, region.stack, grid=grid, **lengths)
         return [_placed_along_slices(*each) for each in zip(seeds, positions, uncertainties, strict=True)]
@@ -661,9 +669,17 @@ def _placed_along_slices(
     return replace(seed, position_mm=position_mm)
 
 
-def _cluster_layout(
-    region: _Region, count: int, elongation: float, grid: Grid, opts: SeedOptions
-) -> NDArray[np.float64] | str:
+class _Layout(NamedTuple):
+    """How a cluster's seeds lie: ``kind``, and their places by its model (None: the split's parts stand)."""
+
+    kind: str  # "side_by_side", "chain", "row" (in-plane), "apart" or "mixed"
+    positions: NDArray[np.float64] | None = None
+
+
+_APART = _Layout("apart")
+
+
+def _cluster_layout(region: _Region, count: int, elongation: float, grid: Grid, opts: SeedOptions) -> _Layout:
     """Where a split cluster's touching seeds lie by their model, or why the split's parts stand.
 
     One seed long and several seeds heavy: side by side, a row a diameter apart, unless the
@@ -679,18 +695,20 @@ def _cluster_layout(
         # Longer in-plane than a seed: not side by side, whatever the slices show. On thick
         # slices their spread hides the row from the 3-D axes (and may turn a split across it).
         if _thick(grid, opts):
-            return in_plane_row(region.points_mm, region.excess, count, grid)
-        return "apart"
+            return _Layout("row", in_plane_row(region.points_mm, region.excess, count, grid))
+        return _APART
     if by_length == 1:
-        return side_by_side(region.points_mm, region.excess, count, grid, opts.seed_diameter_mm)
+        row = side_by_side(region.points_mm, region.excess, count, grid, opts.seed_diameter_mm)
+        return _Layout("side_by_side", row)
     if by_length > count:
-        return "apart"
+        return _APART
     if by_length < count:
-        return "mixed"
+        return _Layout("mixed")
     pitch = chain_pitch(region.points_mm, region.excess, count, grid, elongation)
     if pitch > 1.15 * _SEED_LENGTH_MM:
-        return "apart"
-    return end_to_end(region.points_mm, region.excess, count, grid, max(pitch, 0.9 * _SEED_LENGTH_MM))
+        return _APART
+    chain = end_to_end(region.points_mm, region.excess, count, grid, max(pitch, 0.9 * _SEED_LENGTH_MM))
+    return _Layout("chain", chain)
 
 
 def _in_plane_length(region: _Region, grid: Grid) -> float:

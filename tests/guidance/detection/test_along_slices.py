@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from numpy.typing import NDArray
 from scipy.optimize import linear_sum_assignment
 
@@ -73,20 +74,25 @@ def test_a_part_without_pixels_of_its_own_keeps_its_position() -> None:
     assert _slice_axis_mm(placed[0]) > 10.5
 
 
-def test_steep_side_by_side_triple_straddling_a_slice_boundary_is_not_stacked() -> None:
-    """Three touching seeds side by side, 42 degrees from the slice axis, across a 5 mm slice boundary.
-
-    Their cluster is in no single row ("mixed"): the split's parts lay on whole slices and
-    were placed 2.6 and 3.0 mm off along the slice axis. Each placed by its own pixels'
-    slices, all three are within 1 mm.
-    """
-    volume, seeds, axes, _, _ = scan(Condition("simulator", _THICKNESS_MM, 0.3, 2))
+@pytest.mark.parametrize(
+    ("condition", "layout"),
+    [
+        # 42 degrees from the slice axis, across a slice boundary: in no single row ("mixed"),
+        # the split's parts lay on whole slices (2.6 and 3.0 mm off before).
+        (Condition("simulator", _THICKNESS_MM, 0.3, 2), "mixed"),
+        # 71 degrees from the slice axis, 1.3 mm from a slice's centre: placed as a row of
+        # three side by side, the row's centroid pulled to the slice's centre (1.57 mm off before).
+        (Condition("simulator", _THICKNESS_MM, 0.8, 0), "side by side"),
+    ],
+)
+def test_side_by_side_triple_on_thick_slices(condition: Condition, layout: str) -> None:
+    """Three touching seeds side by side on 5 mm slices: each within 1.2 mm along the slice axis."""
+    volume, seeds, _, _, _ = scan(condition)
     normal = np.asarray(volume.grid.axes[0])
     triple = np.arange(11, 14)  # the layout's side-by-side triple
-    assert abs(float(axes[triple[0]] @ normal)) > 0.7
     found = detect_seeds(volume).positions_mm
     distance = np.linalg.norm(seeds[triple][:, None, :] - found[None, :, :], axis=2)
     rows, columns = linear_sum_assignment(distance)
-    assert len(rows) == 3 and distance[rows, columns].max() <= 2.0
+    assert len(rows) == 3 and distance[rows, columns].max() <= 2.0, layout
     errors = np.abs((found[columns] - seeds[triple][rows]) @ normal)
-    assert errors.max() <= 1.0, errors
+    assert errors.max() <= 1.2, (layout, errors)
