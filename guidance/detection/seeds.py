@@ -43,8 +43,9 @@ Method:
    stands out and, on thick slices, lies away from the slice normal. On thick slices the
    centroid pulls a seed towards its slice's centre: a single seed (not beside bone or a
    needle) is placed along the slice axis by how much of it each slice sees, through the
-   slice profiles a scanner may have (:mod:`guidance.detection.slice_profile`); so is each
-   seed of a cluster in no single row (whose parts stand), by the pixels nearest it in-plane
+   slice profiles a scanner may have (:mod:`guidance.detection.slice_profile`); so is the
+   centre of a row of seeds side by side (the row moves as one), and each seed of a cluster
+   in no single row (whose parts stand) by the pixels nearest it in-plane
    (:mod:`guidance.detection.along_slices`).
 """
 
@@ -633,7 +634,7 @@ def _along_slices(
     """A region's seeds on thick slices placed along the slice axis (:mod:`guidance.detection.along_slices`).
 
     A single seed by the whole region's slice sums. Touching seeds side by side move
-    together, their row's centre placed so: the row is a seed as wide as the row. Touching
+    together: their row's centre is placed like one seed, by the whole region's sums. Touching
     seeds in no single row ("mixed": the split's parts stand, their centroids a staircase
     along the slice axis) each by the pixels nearest it in-plane. Seeds placed by another
     cluster model keep its places.
