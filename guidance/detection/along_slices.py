@@ -19,6 +19,7 @@ import math
 import numpy as np
 from numpy.typing import NDArray
 
+from guidance.detection.clusters import centroid
 from guidance.detection.slice_profile import SliceStack, SliceSums, offset_in_slice_mm
 from guidance.volume import Grid
 
@@ -40,8 +41,7 @@ def in_plane_variances(
     """
     plane = np.stack([grid.axes[1], grid.axes[2]]).astype(np.float64)
     w = weights if weights.sum() > 0 else np.ones(len(points_mm))
-    centre = (points_mm * w[:, None]).sum(axis=0) / w.sum()
-    offset = (points_mm - centre) @ plane.T
+    offset = (points_mm - centroid(points_mm, weights)) @ plane.T
     covariance = (offset * w[:, None]).T @ offset / w.sum()
     covariance -= np.diag(np.asarray(grid.spacing_mm[1:], dtype=np.float64) ** 2 / 12.0)
     values: NDArray[np.float64] = np.maximum(np.linalg.eigvalsh(covariance), 0.0)

@@ -84,6 +84,11 @@ def body_mask(ct: Volume, *, body_hu: float = -400.0) -> tuple[NDArray[np.bool_]
     return filled, (step_r, step_c)
 
 
+def _thickness_ratio(ct: Volume, opts: NeedleOptions) -> float:
+    """The slice thickness over ``reference_slice_mm``, at least 1."""
+    return max(1.0, float(ct.spacing_mm[0]) / opts.reference_slice_mm)
+
+
 def metal_level_hu(ct: Volume, opts: NeedleOptions) -> float:
     """``metal_hu`` scaled down by partial volume on slices thicker than ``reference_slice_mm``.
 
@@ -343,11 +348,11 @@ def detect_needles(ct: Volume, *, options: NeedleOptions | None = None) -> Needl
     points = _candidate_points(ct, opts)
     # Where a nearly in-plane needle crosses from one thick slice to the next it is split
     # between them and falls below the level over a length growing with the thickness.
-    max_gap_mm = opts.max_gap_mm * max(1.0, float(ct.spacing_mm[0]) / opts.reference_slice_mm)
+    thickness_ratio = _thickness_ratio(ct, opts)
+    max_gap_mm = opts.max_gap_mm * thickness_ratio
     # Thick slices leave a needle few, scattered points: more proposals fail before each hits
     # (5 mm slices with 8 needles: 2 found after 5 failures, 5 after 25), and less of a run
     # holds metal (4 of 8 with 60 % of its millimetres required, 7 of 8 with 38 %).
-    thickness_ratio = max(1.0, float(ct.spacing_mm[0]) / opts.reference_slice_mm)
     runs = find_line_runs(
         points, min_length_mm=opts.min_length_mm, inlier_mm=opts.inlier_mm, max_gap_mm=max_gap_mm,
         trials=opts.ransac_trials, random_seed=opts.random_seed, max_lines=opts.max_needles,
@@ -418,7 +423,7 @@ def _needle_like(ct: Volume, runs: list[LineRun], opts: NeedleOptions, notes: li
     kept: list[LineRun] = []
     bone = rows = 0
     # Thick slices average bone with the tissue beside it: less of its ring passes bone_hu.
-    max_ring = opts.max_ring_fraction / np.sqrt(max(1.0, float(ct.spacing_mm[0]) / opts.reference_slice_mm))
+    max_ring = opts.max_ring_fraction / np.sqrt(_thickness_ratio(ct, opts))
     for run in runs:
         surroundings = _surroundings(ct, run, opts)
         if float(np.mean(surroundings > opts.bone_hu)) > max_ring:

@@ -156,9 +156,11 @@ def _regions(
         own[tuple(slice(b.start - g.start, b.stop - g.start) for b, g in zip(box, grown, strict=True))] = (
             inside
         )
-        core = ndimage.maximum_filter(own, size=reach) & ~((claimed[grown] > 0) & ~own)
-        if exclude is not None:  # the integration margin stops at a needle's voxels
-            core &= ~exclude[grown]
+        # The integration margin stops at other candidates' voxels and at a needle's.
+        usable = ~((claimed[grown] > 0) & ~own)
+        if exclude is not None:
+            usable &= ~exclude[grown]
+        core = ndimage.maximum_filter(own, size=reach) & usable
         shell = ~ndimage.maximum_filter(core, size=3) & ~mask[grown]
         values = image[grown].astype(np.float32)
         background = _slice_backgrounds(values, shell, thick)
@@ -166,9 +168,6 @@ def _regions(
         excess = clipped[core].astype(np.float64)
         sums = stack = None
         if thick:
-            usable = ~((claimed[grown] > 0) & ~own)
-            if exclude is not None:
-                usable &= ~exclude[grown]
             template = np.where(core, clipped, 0.0).sum(axis=0).astype(np.float64)
             stack = SliceStack(values, background, _slice_noise(values, shell), template, usable,
                                (grown[0].start, grown[1].start, grown[2].start))  # fmt: skip
@@ -641,12 +640,7 @@ def _along_slices(
     """
     lengths = {"flat_mm": flat_mm, "seed_length_mm": _SEED_LENGTH_MM,
                "seed_diameter_mm": opts.seed_diameter_mm}  # fmt: skip
-    if len(seeds) == 1 and region.slice_sums is not None:
-        axis_mm = _in_plane_axis_mm(region, grid)
-        placed, uncertainty_mm = place_seed(seeds[0].position_mm, region.slice_sums, axis_in_plane_mm=axis_mm,
-                                            grid=grid, **lengths)  # fmt: skip
-        return [_placed_along_slices(seeds[0], placed, uncertainty_mm)]
-    if layout.kind == "side_by_side" and region.slice_sums is not None:
+    if (len(seeds) == 1 or layout.kind == "side_by_side") and region.slice_sums is not None:
         centre = np.mean([s.position_mm for s in seeds], axis=0)
         axis_mm = _in_plane_axis_mm(region, grid)
         placed, uncertainty_mm = place_seed(centre, region.slice_sums, axis_in_plane_mm=axis_mm, grid=grid,
