@@ -81,7 +81,7 @@ from guidance.dose.metrics import DoseReport
 from guidance.planning.greedy import OrganTerm, Selection, TargetTerm
 from guidance.planning.improve import Geometry
 from guidance.planning.result import Feasibility, PlacedSeed, PlacementOptions, PlacementResult, SeedSet
-from guidance.planning.sampling import fine_outline, in_plane_factor, structure_samples
+from guidance.planning.sampling import fine_outline, fraction_of, in_plane_factor, structure_samples
 from guidance.planning.search import search
 from guidance.planning.tracks import Track, TrackCandidates
 from guidance.provenance import Provenance
@@ -95,11 +95,6 @@ logger = logging.getLogger(__name__)
 STAGE = "seed_placement"
 _PATH_STEP_MM = 1.0
 _EDGE_SUBSAMPLES = 2  # sub-points per axis finding a partial voxel's inside (guidance.planning.sampling)
-
-
-def _fraction(volume: Volume) -> NDArray[np.float32]:
-    fraction: NDArray[np.float32] = np.clip(np.asarray(volume.array, dtype=np.float32), 0.0, 1.0)
-    return fraction
 
 
 def _fixed_dose(points_mm: NDArray[np.float64], existing: SeedSet | None) -> NDArray[np.float64]:
@@ -201,7 +196,7 @@ def _verify(
     """Dose of existing + new seeds on a fine grid and its metrics (None without any seed)."""
     if len(new) == 0 and (existing is None or len(existing) == 0):
         return None, None
-    indices = np.argwhere(_fraction(target) >= 0.5).astype(np.float64)
+    indices = np.argwhere(fraction_of(target) >= 0.5).astype(np.float64)
     centres = target.index_to_patient(indices)
     pad = options.evaluation_margin_mm + float(target.spacing_mm.max())
     grid = Grid.from_bounds(
@@ -370,14 +365,14 @@ def optimise_seed_placement(
     organ_terms = _organ_terms(organs, limits, existing, candidates, options)
     conflicts = _conflicts(track_list, options.min_track_distance_mm)
     fixed_positions = np.zeros((0, 3)) if existing is None else existing.positions_mm
-    goal = options.d90_goal_factor * options.prescription_gy
+    wanted = options.d90_goal_factor * options.prescription_gy  # the selection's goal, the verification's too
+    goal = wanted
     geometry = Geometry(candidates[0], candidates[2], conflicts, _distance_to(candidates[0], fixed_positions))
     terms = (target_term, organ_terms, geometry)
     selection = search(terms, fixed_positions, options, goal, ())
     verified = _verify(
         target, organs, body, limits, existing, _new_seeds(selection.chosen, candidates, options), options
     )
-    wanted = options.d90_goal_factor * options.prescription_gy  # the verification's margin too
     for _ in range(options.verification_rounds):
         report = verified[1]
         d90 = report.targets[0].d90_gy if report is not None else 0.0

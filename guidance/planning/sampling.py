@@ -34,12 +34,13 @@ from numpy.typing import NDArray
 from guidance.rasterise import mask_to_contours
 from guidance.volume import Grid, Volume, resample
 
-__all__ = ["fine_outline", "in_plane_factor", "structure_samples"]
+__all__ = ["fine_outline", "fraction_of", "in_plane_factor", "structure_samples"]
 
 _FULL = 1.0 - 1e-6  # a sample whose fraction is at least this is an interior point
 
 
-def _fraction(volume: Volume) -> NDArray[np.float32]:
+def fraction_of(volume: Volume) -> NDArray[np.float32]:
+    """A mask's or fraction volume's values as fractions within [0, 1]."""
     fraction: NDArray[np.float32] = np.clip(np.asarray(volume.array, dtype=np.float32), 0.0, 1.0)
     return fraction
 
@@ -70,7 +71,7 @@ def structure_samples(
     """
     if isinstance(edge_subsamples, bool) or not (isinstance(edge_subsamples, int) and edge_subsamples >= 1):
         raise ValueError(f"edge_subsamples must be an integer >= 1; got {edge_subsamples!r}")
-    fraction = _fraction(volume)
+    fraction = fraction_of(volume)
     indices = np.argwhere(fraction > 0)
     if indices.size == 0:
         return np.zeros((0, 3)), np.zeros(0)
@@ -123,7 +124,7 @@ def fine_outline(volume: Volume, in_plane_factor: int) -> tuple[NDArray[np.float
     thresholded at 0.5 (:func:`guidance.rasterise.mask_to_contours`). Factor 1
     gives the outline of the voxels with fraction >= 0.5.
     """
-    fraction = _fraction(volume)
+    fraction = fraction_of(volume)
     inside = np.argwhere(fraction >= 0.5)
     if inside.size == 0:
         return ()
