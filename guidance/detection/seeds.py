@@ -16,7 +16,9 @@ Method:
    thicker slices the level falls with the thickness and joins seeds apart: a region too
    large for seeds is cut into its intensity basins (one per peak standing out by
    ``basin_persistence``, :func:`guidance.detection.components.basins`), and a basin
-   still too large is cut again at twice the level.
+   still too large is cut again at twice the level. Its plateaus (parts above 1.5 x the
+   level wider than a seed and covering more of a slice than ``max_cluster`` seeds: bone
+   cut by the scan's range) are dropped first, with the tissue around them.
 2. Each region's local background is the median HU of a shell around it (slice by slice
    on slices thicker than ``reference_slice_mm``); its excess (HU - background, voxels of
    the region grown by the integration margin, not into another region's or a needle's
@@ -295,6 +297,13 @@ def _seed_components(
                 higher = parts_above(image, box, inside, 2.0 * level)
                 kept += _seed_components(image, higher, 2.0 * level, grid, opts, metal)[0]
                 continue
+            plateau = _plateau(image, box, inside, 0.75 * metal, grid, opts)  # 1.5 x the scan's level
+            if plateau.any():
+                # Its fringe (tissue just above the level) is no metal either.
+                rest = parts_above(image, box, inside & ~plateau, level)
+                rest = [(b, part) for b, part in rest if float(image[b][part].max()) > metal]
+                kept += _seed_components(image, rest, level, grid, opts, metal)[0]
+                continue
             for part_box, part in basin_parts(image, box, inside, level, opts.basin_persistence):
                 if float(image[part_box][part].max()) <= metal:
                     continue  # no metal: tissue just above the level, its bumps noise
@@ -306,6 +315,33 @@ def _seed_components(
         elif level >= opts.threshold_hu:
             bones.append((box, inside))
     return kept, bones
+
+
+def _plateau(
+    image: NDArray[Any], box: tuple[slice, ...], inside: NDArray[np.bool_], dense_hu: float, grid: Grid,
+    opts: SeedOptions,
+) -> NDArray[np.bool_]:
+    """A region's voxels (in ``box``) in plateaus above ``dense_hu``: bone or dense tissue, not seeds.
+
+    On thick slices partial volume brings bone to a seed's peak, but a seed's metal stays
+    compact in-plane: above one and a half times the level, seeds (clusters of up to
+    ``max_cluster`` included) cover under 25 mm^2 of a slice. A part above it wider than a
+    seed is long and covering more of a slice than ``max_cluster`` seeds lying flat a seed
+    length apart (``max_cluster`` x 4.5^2 mm^2) is a plateau (a jaw cut by the scan's last
+    slice): its bumps are texture, not seeds.
+    """
+    plateau = np.zeros(inside.shape, dtype=bool)
+    pixel_mm2 = float(grid.spacing_mm[1] * grid.spacing_mm[2])
+    limit_mm2 = opts.max_cluster * _SEED_LENGTH_MM**2
+    start = np.array([sl.start for sl in box])
+    for part_box, part in parts_above(image, box, inside, dense_hu):
+        if float(part.sum(axis=(1, 2)).max()) * pixel_mm2 <= limit_mm2:
+            continue
+        if _length_width(part, part_box, grid)[1] <= _SEED_LENGTH_MM:
+            continue
+        local = tuple(slice(sl.start - s0, sl.stop - s0) for sl, s0 in zip(part_box, start, strict=True))
+        plateau[local] |= part
+    return plateau
 
 
 def _beside_bone(
