@@ -2,23 +2,24 @@
 
 Method:
 
-1. Candidates: connected regions (26-connectivity) of voxels above ``threshold_hu``
-   outside ``exclude_mask`` (needles); regions longer than ``max_extent_mm`` are bone
-   or needles, not seeds, unless they are a thin chain of up to ``max_cluster`` seeds
-   touching end to end along one needle (no wider than a seed is long, no longer than
-   ``max_cluster`` x (4.5 mm + one voxel)). The volume is labelled on 4-voxel blocks first and only the
-   boxes of the coarse components at full resolution (the same regions, found without
-   labelling the whole volume). A seed touching bone joins the bone's region: on slices
-   up to ``reference_slice_mm``, where the free seeds' peak clearly outshines the bone
-   (by a fifth), regions too large for seeds are cut again halfway between the bone's
-   brightest level (99th percentile) and the seeds' median peak, and seed-sized parts
-   there are candidates too (counted by their length, with a lower confidence). On
-   thicker slices the level falls with the thickness and joins seeds apart: a region too
-   large for seeds is cut into its intensity basins (one per peak standing out by
-   ``basin_persistence``, :func:`guidance.detection.components.basins`), and a basin
-   still too large is cut again at twice the level. Its plateaus (parts above 1.5 x the
-   level wider than a seed and covering more of a slice than ``max_cluster`` seeds: bone
-   cut by the scan's range) are dropped first, with the tissue around them.
+1. Candidates (:mod:`guidance.detection.candidates`): connected regions (26-connectivity)
+   of voxels above ``threshold_hu`` outside ``exclude_mask`` (needles); regions longer than
+   ``max_extent_mm`` are bone or needles, not seeds, unless they are a thin chain of up to
+   ``max_cluster`` seeds touching end to end along one needle (no wider than a seed is
+   long, no longer than ``max_cluster`` x (4.5 mm + one voxel)). The volume is labelled on
+   4-voxel blocks first and only the boxes of the coarse components at full resolution
+   (the same regions, found without labelling the whole volume). A seed touching bone
+   joins the bone's region: on slices up to ``reference_slice_mm``, where the free seeds'
+   peak clearly outshines the bone (by a fifth), regions too large for seeds are cut
+   again halfway between the bone's brightest level (99th percentile) and the seeds'
+   median peak, and seed-sized parts there are candidates too (counted by their length,
+   with a lower confidence). On thicker slices the level falls with the thickness and
+   joins seeds apart: a region too large for seeds loses its plateaus (parts above 1.5 x
+   the level wider than a seed and covering more of a slice than ``max_cluster`` seeds:
+   bone cut by the scan's range) with the tissue around them, and is cut into its
+   intensity basins (one per peak standing out by ``basin_persistence``,
+   :func:`guidance.detection.components.basins`); a basin still too large is cut again at
+   twice the level.
 2. Each region's local background is the median HU of a shell around it (slice by slice
    on slices thicker than ``reference_slice_mm``); its excess (HU - background, voxels of
    the region grown by the integration margin, not into another region's or a needle's
@@ -54,17 +55,24 @@ Method:
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
 
 from guidance import __version__
 from guidance.detection.along_slices import in_plane_axis_mm, in_plane_variances, place_parts, place_seed
+from guidance.detection.candidates import (
+    SEED_LENGTH_MM,
+    bone_regions,
+    seed_components,
+    seeds_in_bone,
+    thick_slices,
+    threshold_level_hu,
+)
 from guidance.detection.clusters import (
     centroid,
     chain_pitch,
@@ -74,7 +82,7 @@ from guidance.detection.clusters import (
     split,
     spread,
 )
-from guidance.detection.components import Components, basin_parts, components, parts_above
+from guidance.detection.components import components
 from guidance.detection.lines import principal_line
 from guidance.detection.result import SEED_STAGE, DetectedSeed, SeedDetection, SeedOptions
 from guidance.detection.slice_profile import SliceStack, SliceSums
@@ -113,12 +121,6 @@ _LENGTH_TRUST, _THICK_LENGTH_TRUST = 0.65, 0.75
 _FRAGMENT = 0.65  # of a seed's integral: below it a region touching another may be part of its seed
 # Beyond this a seed's reasons say how far along the slice axis it may be (confidence x 0.9).
 _SLICE_AXIS_TOLERANCE_MM = 1.0
-_SEED_LENGTH_MM = 4.5  # I-125 seeds (6711, 6702, IAI-125A, ...): 4.5 mm x 0.8 mm
-
-
-def _thick(grid: Grid, opts: SeedOptions) -> bool:
-    """Whether the slices are thicker than ``reference_slice_mm`` (beyond rounding)."""
-    return float(grid.spacing_mm[0]) > 1.01 * opts.reference_slice_mm
 
 
 def _regions(
@@ -140,11 +142,11 @@ def _regions(
     regions: list[_Region] = []
     rejected: list[tuple[NDArray[np.float64], str]] = []
     level = threshold_level_hu(ct, opts)
-    thick = _thick(grid, opts)
+    thick = thick_slices(grid, opts)
     found = components(mask)
-    large, bone_peak_hu = _bone(image, found, grid, opts)
-    seeds, bones = _seed_components(image, found, level, grid, opts)
-    in_bone = _beside_bone(image, seeds, bones, bone_peak_hu, grid, opts)
+    large, bone_peak_hu = bone_regions(image, found, grid, opts)
+    seeds, bones = seed_components(image, found, level, grid, opts)
+    in_bone = seeds_in_bone(image, seeds, bones, bone_peak_hu, grid, opts)
     claimed = np.zeros(image.shape, dtype=np.int32)  # every candidate's voxels (its number + 1): no other
     for number, (box, inside) in enumerate(seeds + in_bone):  # region integrates them
         claimed[box][inside] = number + 1
@@ -239,185 +241,6 @@ def _robust_sd(ring: NDArray[np.float32]) -> float:
     return 1.4826 * float(np.median(np.abs(ring - np.median(ring)))) if len(ring) else 0.0
 
 
-def _bone(
-    image: NDArray[Any],
-    components: list[tuple[tuple[slice, ...], NDArray[np.bool_]]],
-    grid: Grid,
-    opts: SeedOptions,
-) -> tuple[NDArray[np.bool_], float]:
-    """Voxels of the regions too large for seeds (bone), and the bone's brightest level in this scan, HU.
-
-    Cortical fragments split from the rest of a bone by the level (a vertebra's processes on
-    2 mm slices) can be seed-sized; beside bone, a seed is told apart by being brighter than
-    any bone of the same scan (its 99th percentile: the scan's own HU scale; the top per cent may
-    be an undetected needle or streak-joined metal in those regions). Not on slices
-    thicker than ``reference_slice_mm``, where partial volume brings a seed's peak to bone levels.
-    """
-    large = np.zeros(image.shape, dtype=bool)
-    if _thick(grid, opts):
-        return large, math.inf  # thick slices: a seed's peak falls to bone levels; no such test
-    for box, inside in components:
-        if not _seed_sized(inside, box, grid, opts):
-            large[box] |= inside
-    if not large.any():
-        return large, math.inf
-    return large, float(np.percentile(image[large], 99.0))
-
-
-def _seed_components(
-    image: NDArray[Any], components: Components, level: float, grid: Grid, opts: SeedOptions,
-    metal_hu: float | None = None,
-) -> tuple[Components, Components]:
-    """The seed-sized components (larger ones cut into basins on thick slices), and the bone regions.
-
-    On thick slices the level is low: partial volume across slices and bright streaks join
-    seeds apart into one region, whose seeds differ in peak by up to a factor of two (one in
-    a slice, one shared by two). Such a region is cut into its intensity basins; a basin
-    whose peak stays below twice the scan's level (``metal_hu``, kept when a part is cut
-    again higher: a seed shared by two slices peaks at 500-800 HU) is tissue just above it
-    (its bumps are noise), not metal. A thin line longer than seeds is the metal of a needle
-    the needle search missed (its partial volume across slices makes bumps): it is not cut
-    into basins. A
-    region or basin still too large for seeds is cut at twice the level, while that is below
-    ``threshold_hu`` (the thin-slice level, which bone fragments do not pass as seeds). The
-    regions too large at the thin-slice level (bone, needles, and seeds touching them) are
-    returned apart (:func:`_beside_bone` looks for seeds in them).
-    """
-    kept: Components = []
-    bones: Components = []
-    voxel_cc = grid.voxel_volume_cc
-    metal = 2.0 * level if metal_hu is None else metal_hu  # twice the scan's level, also when cut higher
-    for box, inside in components:
-        if _seed_sized(inside, box, grid, opts):
-            kept.append((box, inside))
-        elif level < opts.threshold_hu and np.count_nonzero(inside) * voxel_cc <= opts.max_joined_cc:
-            # A thin line longer than seeds is a needle's metal (one the needle search missed):
-            # its partial volume across slices makes bumps that are no seeds. Cut higher only.
-            if _length_width(inside, box, grid)[1] <= _SEED_LENGTH_MM:
-                higher = parts_above(image, box, inside, 2.0 * level)
-                kept += _seed_components(image, higher, 2.0 * level, grid, opts, metal)[0]
-                continue
-            plateau = _plateau(image, box, inside, 0.75 * metal, grid, opts)  # 1.5 x the scan's level
-            if plateau.any():
-                # Its fringe (tissue just above the level) is no metal either.
-                rest = parts_above(image, box, inside & ~plateau, level)
-                rest = [(b, part) for b, part in rest if float(image[b][part].max()) > metal]
-                kept += _seed_components(image, rest, level, grid, opts, metal)[0]
-                continue
-            for part_box, part in basin_parts(image, box, inside, level, opts.basin_persistence):
-                if float(image[part_box][part].max()) <= metal:
-                    continue  # no metal: tissue just above the level, its bumps noise
-                if _seed_sized(part, part_box, grid, opts):
-                    kept.append((part_box, part))
-                else:
-                    higher = parts_above(image, part_box, part, 2.0 * level)
-                    kept += _seed_components(image, higher, 2.0 * level, grid, opts, metal)[0]
-        elif level >= opts.threshold_hu:
-            bones.append((box, inside))
-    return kept, bones
-
-
-def _plateau(
-    image: NDArray[Any], box: tuple[slice, ...], inside: NDArray[np.bool_], dense_hu: float, grid: Grid,
-    opts: SeedOptions,
-) -> NDArray[np.bool_]:
-    """A region's voxels (in ``box``) in plateaus above ``dense_hu``: bone or dense tissue, not seeds.
-
-    On thick slices partial volume brings bone to a seed's peak, but a seed's metal stays
-    compact in-plane: above one and a half times the level, seeds (clusters of up to
-    ``max_cluster`` included) cover under 25 mm^2 of a slice. A part above it wider than a
-    seed is long and covering more of a slice than ``max_cluster`` seeds lying flat a seed
-    length apart (``max_cluster`` x 4.5^2 mm^2) is a plateau (a jaw cut by the scan's last
-    slice): its bumps are texture, not seeds.
-    """
-    plateau = np.zeros(inside.shape, dtype=bool)
-    pixel_mm2 = float(grid.spacing_mm[1] * grid.spacing_mm[2])
-    limit_mm2 = opts.max_cluster * _SEED_LENGTH_MM**2
-    start = np.array([sl.start for sl in box])
-    for part_box, part in parts_above(image, box, inside, dense_hu):
-        if float(part.sum(axis=(1, 2)).max()) * pixel_mm2 <= limit_mm2:
-            continue
-        if _length_width(part, part_box, grid)[1] <= _SEED_LENGTH_MM:
-            continue
-        local = tuple(slice(sl.start - s0, sl.stop - s0) for sl, s0 in zip(part_box, start, strict=True))
-        plateau[local] |= part
-    return plateau
-
-
-def _beside_bone(
-    image: NDArray[Any], seeds: Components, bones: Components, bone_peak_hu: float, grid: Grid,
-    opts: SeedOptions,
-) -> Components:
-    """Seed cores inside bone regions: their parts above :func:`_seed_core_level`, seed-sized."""
-    cut = _seed_core_level(image, seeds, bone_peak_hu)
-    if not math.isfinite(cut):
-        return []
-    found: Components = []
-    for box, inside in bones:
-        found += [(b, part) for b, part in parts_above(image, box, inside, cut)
-                  if _seed_sized(part, b, grid, opts)]  # fmt: skip
-    return found
-
-
-def _seed_core_level(image: NDArray[Any], seeds: Components, bone_peak_hu: float) -> float:
-    """The level halfway between the bone's peak and the seeds' typical peak, HU (inf: no clear gap).
-
-    The seeds standing free give the scan's own seed peak (their median); a seed touching
-    bone shows the same core, far above any bone, so bone regions are cut there. Only
-    when that peak is well above the bone's (by a fifth) and at least three seeds tell it.
-    """
-    if not math.isfinite(bone_peak_hu) or len(seeds) < 3:
-        return math.inf
-    seed_peak = float(np.median([float(image[box][inside].max()) for box, inside in seeds]))
-    if seed_peak < 1.2 * bone_peak_hu:
-        return math.inf
-    return 0.5 * (seed_peak + bone_peak_hu)
-
-
-def threshold_level_hu(ct: Volume, opts: SeedOptions) -> float:
-    """``threshold_hu`` lowered in proportion on slices thicker than ``reference_slice_mm``.
-
-    A seed (0.8 mm across) lying in a slice fills a fraction of each voxel inversely
-    proportional to the slice thickness: its peak over the background falls as 1/thickness.
-    """
-    return opts.threshold_hu * min(1.0, opts.reference_slice_mm / float(ct.spacing_mm[0]))
-
-
-def _seed_sized(inside: NDArray[np.bool_], box: tuple[slice, ...], grid: Grid, opts: SeedOptions) -> bool:
-    """Whether a region is small enough for a seed, a cluster or a chain of seeds (not bone or a needle).
-
-    Compact regions fit in ``max_extent_mm`` (bounding-box diagonal). Seeds dropped along one
-    needle touch end to end: a chain of up to ``max_cluster`` seeds is one thin region,
-    up to ``max_cluster`` x (seed length + one voxel of blur or gap) long along its principal
-    axis and no wider than one seed is long.
-    """
-    spacing = grid.spacing_mm
-    extent = np.array([sl.stop - sl.start for sl in box], dtype=np.float64) * spacing
-    if float(np.linalg.norm(extent)) <= opts.max_extent_mm:
-        return True
-    chain_mm = opts.max_cluster * (_SEED_LENGTH_MM + float(np.max(spacing)))
-    # A chain's box is no longer than the chain plus its width along each axis: larger boxes
-    # (bone, streaks) are rejected before their voxels are looked at.
-    if float(np.linalg.norm(extent)) > chain_mm + np.sqrt(3.0) * _SEED_LENGTH_MM + float(
-        np.linalg.norm(spacing)
-    ):
-        return False
-    length, width = _length_width(inside, box, grid)
-    return length <= chain_mm and width <= _SEED_LENGTH_MM
-
-
-def _length_width(inside: NDArray[np.bool_], box: tuple[slice, ...], grid: Grid) -> tuple[float, float]:
-    """A region's length along its principal axis and the full width of its cross-section (mm)."""
-    points = grid.index_to_patient((np.argwhere(inside) + [sl.start for sl in box]).astype(np.float64))
-    offset = points - points.mean(axis=0)
-    values, vectors = np.linalg.eigh(offset.T @ offset / len(points))
-    axis = vectors[:, -1]
-    voxel_along = float(np.abs(np.asarray(grid.affine)[:3, :3].T @ axis).sum())  # one voxel's extent
-    length = float(np.ptp(offset @ axis)) + voxel_along
-    width = float(np.sqrt(12.0 * max(values[-2], 0.0)))  # full width of a uniform cross-section
-    return length, width
-
-
 def _streak_like(region: _Region, grid: Grid, opts: SeedOptions) -> str:
     """Non-empty when the region is a streak: within one slice, long and thin in-plane."""
     if region.slices > 1 or len(region.points_mm) < 4:
@@ -444,7 +267,7 @@ def _chain_count(region: _Region, elongation: float, grid: Grid) -> int:
     """
     values = spread(region.points_mm, region.excess, grid)
     excess = max(0.0, float(values[0] - values[1]) - elongation)
-    return max(1, round(float(np.sqrt(1.0 + 12.0 * excess / _SEED_LENGTH_MM**2))))
+    return max(1, round(float(np.sqrt(1.0 + 12.0 * excess / SEED_LENGTH_MM**2))))
 
 
 def _orientation(
@@ -539,7 +362,7 @@ def _single_elongation(regions: list[_Region], single: float, grid: Grid) -> flo
     """
     values = [spread(r.points_mm, r.excess, grid) for r in _singles(regions, single)]
     if not values:
-        return _SEED_LENGTH_MM**2 / 12.0
+        return SEED_LENGTH_MM**2 / 12.0
     return float(np.median([v[0] - v[1] for v in values]))
 
 
@@ -586,7 +409,7 @@ def _partition(
     axis).
     """
     by_length = _chain_count(region, elongation, grid)
-    trust = _THICK_LENGTH_TRUST if _thick(grid, opts) else _LENGTH_TRUST
+    trust = _THICK_LENGTH_TRUST if thick_slices(grid, opts) else _LENGTH_TRUST
     trusted = by_length <= opts.max_cluster and ratio >= trust * by_length
     count = max(1, round(ratio), by_length if trusted else 1)
     if count > opts.max_cluster:
@@ -657,7 +480,7 @@ def _seeds_of(
         placed = layout.positions
         order = np.argsort([float(s.position_mm @ (placed[-1] - placed[0])) for s in seeds], kind="stable")
         seeds = [replace(seeds[j], position_mm=placed[rank]) for rank, j in enumerate(order)]
-    if _thick(grid, opts) and not (region.beside_bone or region.near_excluded):
+    if thick_slices(grid, opts) and not (region.beside_bone or region.near_excluded):
         # Beside bone or a needle, the neighbouring slices' metal is not the seed's.
         seeds = _along_slices(seeds, region, layout, flat_mm, grid, opts)
     return seeds
@@ -674,7 +497,7 @@ def _along_slices(
     along the slice axis) each by the pixels nearest it in-plane. Seeds placed by another
     cluster model keep its places.
     """
-    lengths = {"flat_mm": flat_mm, "seed_length_mm": _SEED_LENGTH_MM,
+    lengths = {"flat_mm": flat_mm, "seed_length_mm": SEED_LENGTH_MM,
                "seed_diameter_mm": opts.seed_diameter_mm}  # fmt: skip
     if (len(seeds) == 1 or layout.kind == "side_by_side") and region.slice_sums is not None:
         centre = np.mean([s.position_mm for s in seeds], axis=0)
@@ -722,10 +545,10 @@ def _cluster_layout(region: _Region, count: int, elongation: float, grid: Grid, 
     stand).
     """
     by_length = _chain_count(region, elongation, grid)
-    if by_length == 1 and _in_plane_length(region, grid) > 1.2 * _SEED_LENGTH_MM:
+    if by_length == 1 and _in_plane_length(region, grid) > 1.2 * SEED_LENGTH_MM:
         # Longer in-plane than a seed: not side by side, whatever the slices show. On thick
         # slices their spread hides the row from the 3-D axes (and may turn a split across it).
-        if _thick(grid, opts):
+        if thick_slices(grid, opts):
             return _Layout("row", in_plane_row(region.points_mm, region.excess, count, grid))
         return _APART
     if by_length == 1:
@@ -736,9 +559,9 @@ def _cluster_layout(region: _Region, count: int, elongation: float, grid: Grid, 
     if by_length < count:
         return _Layout("mixed")
     pitch = chain_pitch(region.points_mm, region.excess, count, grid, elongation)
-    if pitch > 1.15 * _SEED_LENGTH_MM:
+    if pitch > 1.15 * SEED_LENGTH_MM:
         return _APART
-    chain = end_to_end(region.points_mm, region.excess, count, grid, max(pitch, 0.9 * _SEED_LENGTH_MM))
+    chain = end_to_end(region.points_mm, region.excess, count, grid, max(pitch, 0.9 * SEED_LENGTH_MM))
     return _Layout("chain", chain)
 
 
@@ -766,7 +589,7 @@ def _flat_length_mm(regions: list[_Region], single: float, grid: Grid) -> float:
     """
     lengths = [_in_plane_axis_mm(r, grid) for r in _singles(regions, single)]
     if len(lengths) < 5:
-        return _SEED_LENGTH_MM
+        return SEED_LENGTH_MM
     return max(float(np.percentile(lengths, 90.0)), 1.0)
 
 
@@ -807,7 +630,7 @@ def detect_seeds(
     single = _single_integral(regions, opts)
     regions = _merge_fragments(regions, single, ct.grid)
     elongation = _single_elongation(regions, single, ct.grid) if regions else 0.0
-    flat_mm = _flat_length_mm(regions, single, ct.grid) if _thick(ct.grid, opts) else _SEED_LENGTH_MM
+    flat_mm = _flat_length_mm(regions, single, ct.grid) if thick_slices(ct.grid, opts) else SEED_LENGTH_MM
     peak = _single_peak(regions, single)
     seeds: list[DetectedSeed] = []
     notes: list[str] = []
