@@ -23,12 +23,18 @@ from guidance.detection.clusters import centroid
 from guidance.detection.slice_profile import SliceStack, SliceSums, offset_in_slice_mm
 from guidance.volume import Grid
 
-__all__ = ["in_plane_axis_mm", "in_plane_variances", "place_parts", "place_seed"]
+__all__ = [
+    "chains", "in_plane_axis", "in_plane_axis_mm", "in_plane_variances", "on_strand_line", "place_parts",
+    "place_seed",
+]  # fmt: skip
 
 # A neighbouring slice's share of a seed that tails of other seeds, streaks and anatomy can
 # fake (matched-filter amplitudes beside seeds in flat-top slices reach 0.05): the least
 # tolerance of a slice centroid, in slice thicknesses.
 _STRUCTURE_SHARE = 0.06
+# Seeds of one strand: the angle between their in-plane step and their in-plane axes, at most
+# degrees; their distance, at most seed lengths; their in-plane offset from the strand's line, mm.
+_STRAND_ANGLE, _STRAND_STEP, _STRAND_LATERAL_MM = 20.0, 1.6, 1.0
 
 
 def in_plane_variances(
@@ -39,13 +45,21 @@ def in_plane_variances(
     Ascending, each pixel's own extent (spacing^2 / 12) removed, at least 0. Plain variances
     where the weights are all zero.
     """
+    covariance = _in_plane_covariance(points_mm, weights, grid)
+    values: NDArray[np.float64] = np.maximum(np.linalg.eigvalsh(covariance), 0.0)
+    return values
+
+
+def _in_plane_covariance(
+    points_mm: NDArray[np.float64], weights: NDArray[np.float64], grid: Grid
+) -> NDArray[np.float64]:
+    """The (2, 2) weighted covariance of the points along rows and columns, pixels' extent removed, mm^2."""
     plane = np.stack([grid.axes[1], grid.axes[2]]).astype(np.float64)
     w = weights if weights.sum() > 0 else np.ones(len(points_mm))
     offset = (points_mm - centroid(points_mm, weights)) @ plane.T
-    covariance = (offset * w[:, None]).T @ offset / w.sum()
+    covariance: NDArray[np.float64] = (offset * w[:, None]).T @ offset / w.sum()
     covariance -= np.diag(np.asarray(grid.spacing_mm[1:], dtype=np.float64) ** 2 / 12.0)
-    values: NDArray[np.float64] = np.maximum(np.linalg.eigvalsh(covariance), 0.0)
-    return values
+    return covariance
 
 
 def in_plane_axis_mm(points_mm: NDArray[np.float64], weights: NDArray[np.float64], grid: Grid) -> float:
@@ -55,6 +69,21 @@ def in_plane_axis_mm(points_mm: NDArray[np.float64], weights: NDArray[np.float64
     """
     variances = in_plane_variances(points_mm, weights, grid)
     return math.sqrt(12.0 * float(variances[1] - variances[0]))
+
+
+def in_plane_axis(
+    points_mm: NDArray[np.float64], weights: NDArray[np.float64], grid: Grid
+) -> NDArray[np.float64]:
+    """A seed's axis in the slice plane: its direction (LPS, sign arbitrary) times its length there, mm.
+
+    The length is :func:`in_plane_axis_mm`; the direction, the covariance's major axis.
+    """
+    plane = np.stack([grid.axes[1], grid.axes[2]]).astype(np.float64)
+    values, vectors = np.linalg.eigh(_in_plane_covariance(points_mm, weights, grid))
+    values = np.maximum(values, 0.0)
+    length = math.sqrt(12.0 * float(values[1] - values[0]))
+    axis: NDArray[np.float64] = length * (vectors[:, 1] @ plane)
+    return axis
 
 
 def place_seed(
@@ -145,3 +174,96 @@ def place_parts(
             seed_length_mm=seed_length_mm, seed_diameter_mm=seed_diameter_mm, grid=grid,
         )  # fmt: skip
     return placed, uncertainty
+
+
+def chains(
+    positions_mm: NDArray[np.float64], axes_mm: NDArray[np.float64], grid: Grid, *, flat_mm: float,
+    seed_length_mm: float,
+) -> list[NDArray[np.int64]]:  # fmt: skip
+    """Runs of three or more seeds end to end along their axes (one strand), each in order.
+
+    Parameters
+    ----------
+    positions_mm : ndarray of shape (n, 3)
+        The seeds' positions (LPS mm).
+    axes_mm : ndarray of shape (n, 3)
+        Their axes in the slice plane (:func:`in_plane_axis`).
+    grid : Grid
+        The scan's grid.
+    flat_mm, seed_length_mm : float
+        How long a seed lying in the slice plane looks in this scan, and a seed's length.
+
+    Two seeds are neighbours in a strand where their in-plane step is within ``_STRAND_ANGLE``
+    of both their in-plane axes and each is the other's nearest such seed on that side, their
+    distance within ``_STRAND_STEP`` of a seed length (touching seeds; the slice axis may be
+    off by a slice's flat top), and their in-plane step at least half what their axes' tilt
+    gives touching seeds. A seed whose in-plane axis is shorter than half ``flat_mm`` (within
+    30 degrees of the slice axis) shows no in-plane direction and joins none. A run is kept
+    where its seeds lie within ``_STRAND_LATERAL`` of one line in the slice plane.
+    """
+    normal = np.asarray(grid.axes[0], dtype=np.float64)
+    in_plane = positions_mm - np.outer(positions_mm @ normal, normal)
+    lengths = np.linalg.norm(axes_mm, axis=1)
+    shows = lengths >= 0.5 * flat_mm
+    units = axes_mm / np.maximum(lengths, 1e-12)[:, None]
+    sines = np.minimum(1.0, lengths / max(flat_mm, 1e-12))
+    limit = math.cos(math.radians(_STRAND_ANGLE))
+    nearest = np.full((len(positions_mm), 2), -1, dtype=np.int64)  # on either side along its axis
+    for i in np.flatnonzero(shows):
+        step = in_plane - in_plane[i]
+        q = np.linalg.norm(step, axis=1)
+        along_i = step @ units[i]
+        distance = np.linalg.norm(positions_mm - positions_mm[i], axis=1)
+        fits = (
+            shows & (q > 0) & (distance <= _STRAND_STEP * seed_length_mm)
+            & (q >= 0.5 * seed_length_mm * np.minimum(sines, sines[i]))
+            & (np.abs(along_i) >= limit * q) & (np.abs(np.sum(step * units, axis=1)) >= limit * q)
+        )  # fmt: skip
+        for side, on_side in enumerate((along_i > 0, along_i < 0)):
+            candidates = np.flatnonzero(fits & on_side)
+            if len(candidates):
+                nearest[i, side] = candidates[np.argmin(q[candidates])]
+    neighbours = [{int(j) for j in pair if j >= 0 and i in nearest[j]} for i, pair in enumerate(nearest)]
+    runs: list[NDArray[np.int64]] = []
+    seen: set[int] = set()
+    for start in range(len(positions_mm)):
+        if start in seen or len(neighbours[start]) != 1:
+            continue
+        run = [start]
+        while True:
+            following = neighbours[run[-1]] - set(run)
+            if len(following) != 1:
+                break
+            run.append(following.pop())
+        seen.update(run)
+        if len(run) >= 3 and _lateral_mm(in_plane[run]) <= _STRAND_LATERAL_MM:
+            runs.append(np.array(run, dtype=np.int64))
+    return runs
+
+
+def on_strand_line(
+    positions_mm: NDArray[np.float64], grid: Grid
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """A strand's seeds moved along the slice axis onto one straight line, and how far each moved, mm.
+
+    Seeds of one strand lie on their needle's straight track: their positions along the slice
+    axis are a linear function of their in-plane position along the strand (least squares).
+    In-plane positions are kept: thick slices place them to a tenth of a millimetre.
+    """
+    normal = np.asarray(grid.axes[0], dtype=np.float64)
+    along = positions_mm @ normal
+    in_plane = positions_mm - np.outer(along, normal)
+    centred = in_plane - in_plane.mean(axis=0)
+    direction = np.linalg.svd(centred, full_matrices=False)[2][0]
+    design = np.stack([centred @ direction, np.ones(len(positions_mm))], axis=1)
+    line = design @ np.linalg.lstsq(design, along, rcond=None)[0]
+    moved: NDArray[np.float64] = positions_mm + np.outer(line - along, normal)
+    shift: NDArray[np.float64] = line - along
+    return moved, shift
+
+
+def _lateral_mm(points_mm: NDArray[np.float64]) -> float:
+    """The largest distance of (n, 3) points from their principal line, mm."""
+    centred = points_mm - points_mm.mean(axis=0)
+    direction = np.linalg.svd(centred, full_matrices=False)[2][0]
+    return float(np.max(np.linalg.norm(centred - np.outer(centred @ direction, direction), axis=1)))

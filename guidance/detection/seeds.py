@@ -49,7 +49,10 @@ Method:
    slice profiles a scanner may have (:mod:`guidance.detection.slice_profile`); so is the
    centre of a row of seeds side by side (the row moves as one), and each seed of a cluster
    in no single row (whose parts stand) by the pixels nearest it in-plane
-   (:mod:`guidance.detection.along_slices`).
+   (:mod:`guidance.detection.along_slices`); so are the seeds of a chain of three or more,
+   then moved onto the straight line fitted to them along the slice axis. Three or more
+   seeds end to end along their in-plane axes in separate regions (one strand) are moved
+   onto their line too: the strand's neighbours disturb each seed's share of the slices.
 """
 
 from __future__ import annotations
@@ -64,7 +67,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from guidance import __version__
-from guidance.detection.along_slices import in_plane_axis_mm, in_plane_variances, place_parts, place_seed
+from guidance.detection.along_slices import (
+    chains,
+    in_plane_axis,
+    in_plane_axis_mm,
+    in_plane_variances,
+    on_strand_line,
+    place_parts,
+    place_seed,
+)
 from guidance.detection.candidates import (
     SEED_LENGTH_MM,
     bone_regions,
@@ -431,7 +442,7 @@ def _partition(
 
 def _seeds_of(
     region: _Region, single: float, elongation: float, flat_mm: float, grid: Grid, opts: SeedOptions
-) -> list[DetectedSeed] | str:
+) -> list[_Found] | str:
     ratio = region.integral / single
     if ratio < opts.min_fraction:
         return f"too faint for a seed ({ratio:.2f} of one seed's integrated intensity)"
@@ -459,6 +470,7 @@ def _seeds_of(
         confidence *= 0.8
         reasons.append(f"split from a cluster of {count}")
     seeds = []
+    axes = []
     whole = _orientation(region.points_mm, region.excess, grid, opts) if count > 1 else np.full(3, np.nan)
     layout = _cluster_layout(region, count, elongation, grid, opts) if count > 1 and not separate else _APART
     for j in range(count):
@@ -476,51 +488,99 @@ def _seeds_of(
             direction = whole
         seeds.append(DetectedSeed(centroid(points, weights), direction, float(np.clip(confidence, 0.0, 1.0)),
                                   tuple(reasons), count > 1, count))  # fmt: skip
+        axes.append(in_plane_axis(points, weights, grid))
     if layout.positions is not None:
         placed = layout.positions
         order = np.argsort([float(s.position_mm @ (placed[-1] - placed[0])) for s in seeds], kind="stable")
         seeds = [replace(seeds[j], position_mm=placed[rank]) for rank, j in enumerate(order)]
-    if thick_slices(grid, opts) and not (region.beside_bone or region.near_excluded):
+        axes = [axes[j] for j in order]
+    uncertainties = np.zeros(count)
+    along = thick_slices(grid, opts) and not (region.beside_bone or region.near_excluded)
+    if along:
         # Beside bone or a needle, the neighbouring slices' metal is not the seed's.
-        seeds = _along_slices(seeds, region, layout, flat_mm, grid, opts)
-    return seeds
+        positions, uncertainties = _along_slices(seeds, region, layout, flat_mm, grid, opts)
+        seeds = [replace(seed, position_mm=p) for seed, p in zip(seeds, positions, strict=True)]
+    return [_Found(*each, along) for each in zip(seeds, axes, uncertainties, strict=True)]
+
+
+class _Found(NamedTuple):
+    """A seed of a region before the scan's strands are known (thick slices)."""
+
+    seed: DetectedSeed
+    axis_mm: NDArray[np.float64]  # its axis in the slice plane (:func:`in_plane_axis`), mm
+    uncertainty_mm: float  # how far along the slice axis it may be (0 where not placed by the slices)
+    along_slices: bool  # placed along the slice axis on thick slices (not beside bone or a needle)
 
 
 def _along_slices(
     seeds: list[DetectedSeed], region: _Region, layout: _Layout, flat_mm: float, grid: Grid, opts: SeedOptions
-) -> list[DetectedSeed]:
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """A region's seeds on thick slices placed along the slice axis (:mod:`guidance.detection.along_slices`).
 
     A single seed by the whole region's slice sums. Touching seeds side by side move
     together: their row's centre is placed like one seed, by the whole region's sums. Touching
     seeds in no single row ("mixed": the split's parts stand, their centroids a staircase
-    along the slice axis) each by the pixels nearest it in-plane. Seeds placed by another
-    cluster model keep its places.
+    along the slice axis), and three or more apart, each by the pixels nearest it in-plane. A
+    chain of three or more: each seed so, then all on the straight line fitted to them (the
+    chain model's principal axis leans towards the slice axis by the slices' staircase). Two
+    seeds apart keep their parts' places: they may be stacked along the slice axis, their
+    pixels mixed in-plane. Seeds placed by another cluster model keep its places. Returns the
+    (k, 3) positions and how far along the slice axis each may be (k,), mm.
     """
     lengths = {"flat_mm": flat_mm, "seed_length_mm": SEED_LENGTH_MM,
                "seed_diameter_mm": opts.seed_diameter_mm}  # fmt: skip
+    positions = np.array([s.position_mm for s in seeds])
     if (len(seeds) == 1 or layout.kind == "side_by_side") and region.slice_sums is not None:
-        centre = np.mean([s.position_mm for s in seeds], axis=0)
+        centre = positions.mean(axis=0)
         axis_mm = _in_plane_axis_mm(region, grid)
         placed, uncertainty_mm = place_seed(centre, region.slice_sums, axis_in_plane_mm=axis_mm, grid=grid,
                                             **lengths)  # fmt: skip
-        return [_placed_along_slices(s, s.position_mm + placed - centre, uncertainty_mm) for s in seeds]
-    if layout.kind == "mixed" and region.stack is not None:
-        positions = np.array([s.position_mm for s in seeds])
-        positions, uncertainties = place_parts(positions, region.stack, grid=grid, **lengths)
-        return [_placed_along_slices(*each) for each in zip(seeds, positions, uncertainties, strict=True)]
-    return seeds
+        return positions + (placed - centre), np.full(len(seeds), uncertainty_mm)
+    parts = layout.kind == "mixed" or (layout.kind == "apart" and len(seeds) >= 3)
+    if parts and region.stack is not None:
+        return place_parts(positions, region.stack, grid=grid, **lengths)
+    if layout.kind == "chain" and len(seeds) >= 3 and region.stack is not None:
+        parts, _ = place_parts(positions, region.stack, grid=grid, **lengths)
+        return on_strand_line(parts, grid)[0], np.zeros(len(seeds))
+    return positions, np.zeros(len(seeds))
 
 
-def _placed_along_slices(
-    seed: DetectedSeed, position_mm: NDArray[np.float64], uncertainty_mm: float
-) -> DetectedSeed:
-    """``seed`` moved along the slice axis; where it may be more than 1 mm off, it says so."""
-    if uncertainty_mm > _SLICE_AXIS_TOLERANCE_MM:
+def _strands(found: list[_Found], flat_mm: float, grid: Grid) -> list[_Found]:
+    """Seeds end to end along one needle track moved along the slice axis onto their line.
+
+    Thick slices place each seed of a strand on its own (:func:`_along_slices`), and the
+    strand's neighbours in the slices next to a seed disturb its share there (their tails,
+    and the dark bands that streaks draw between metal objects along the strand's line).
+    Seeds of one strand lie on their track: three or more in a run
+    (:func:`guidance.detection.along_slices.chains`) are placed on the straight line fitted
+    to them (:func:`guidance.detection.along_slices.on_strand_line`), unless one of them is
+    more than half a slice from it (then they are not on one straight track).
+    """
+    members = [k for k, each in enumerate(found) if each.along_slices]
+    if len(members) < 3:
+        return found
+    positions = np.array([found[k].seed.position_mm for k in members])
+    axes = np.array([found[k].axis_mm for k in members])
+    result = list(found)
+    for run in chains(positions, axes, grid, flat_mm=flat_mm, seed_length_mm=SEED_LENGTH_MM):
+        moved, shift = on_strand_line(positions[run], grid)
+        if np.max(np.abs(shift)) > 0.5 * float(grid.spacing_mm[0]):
+            continue
+        for k, position in zip(run, moved, strict=True):
+            each = found[members[k]]
+            seed = replace(each.seed, position_mm=position)
+            result[members[k]] = each._replace(seed=seed, uncertainty_mm=0.0)
+    return result
+
+
+def _finished(found: _Found) -> DetectedSeed:
+    """The seed; where it may be more than 1 mm off along the slice axis, it says so."""
+    seed = found.seed
+    if found.uncertainty_mm > _SLICE_AXIS_TOLERANCE_MM:
         seed = replace(seed, confidence=seed.confidence * 0.9, reasons=(*seed.reasons, (
-            f"along the slice axis within +-{uncertainty_mm:.1f} mm: the slices show no position "
+            f"along the slice axis within +-{found.uncertainty_mm:.1f} mm: the slices show no position "
             "in their profile's middle")))  # fmt: skip
-    return replace(seed, position_mm=position_mm)
+    return seed
 
 
 class _Layout(NamedTuple):
@@ -632,7 +692,7 @@ def detect_seeds(
     elongation = _single_elongation(regions, single, ct.grid) if regions else 0.0
     flat_mm = _flat_length_mm(regions, single, ct.grid) if thick_slices(ct.grid, opts) else SEED_LENGTH_MM
     peak = _single_peak(regions, single)
-    seeds: list[DetectedSeed] = []
+    found_seeds: list[_Found] = []
     notes: list[str] = []
     grid = ct.grid
     for region in regions:
@@ -644,7 +704,10 @@ def detect_seeds(
         if isinstance(found, str):
             rejected.append((centroid(region.points_mm, region.excess), found))
         else:
-            seeds.extend(found)
+            found_seeds.extend(found)
+    if thick_slices(grid, opts):
+        found_seeds = _strands(found_seeds, flat_mm, grid)
+    seeds = [_finished(each) for each in found_seeds]
     if exclude is not None and exclude.any():
         notes.append("seeds inside the excluded (needle) voxels are absorbed in the needles")
     seconds = time.perf_counter() - started
