@@ -12,7 +12,9 @@ from numpy.typing import NDArray
 from guidance.detection.lines import principal_line
 from guidance.volume import Grid
 
-__all__ = ["centroid", "chain_pitch", "end_to_end", "in_plane_row", "side_by_side", "split", "spread"]
+__all__ = [
+    "centroid", "chain_pitch", "end_to_end", "in_plane_row", "side_by_side", "split", "spread", "stacked",
+]  # fmt: skip
 
 
 def centroid(points: NDArray[np.float64], weights: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -175,3 +177,24 @@ def in_plane_row(
     labels = np.empty(len(points), dtype=np.int64)
     labels[order] = np.minimum((cumulative * k - 1e-9).astype(np.int64), k - 1)
     return np.array([centroid(points[labels == j], w[labels == j]) for j in range(k)])
+
+
+def stacked(
+    points: NDArray[np.float64], weights: NDArray[np.float64], k: int, grid: Grid
+) -> NDArray[np.float64]:
+    """Centres (k, 3) of k seeds one above another along the slice axis: whole slices each.
+
+    For seeds lying across the slice axis in consecutive thick slices, one over another: their
+    pixels overlap in the slice plane, and neither k-means nor slabs across a 3-D axis part
+    them by slice. Each slice goes to one seed, in order along the slice axis, by where the
+    middle of its excess falls in the region's (k equal shares); each seed is the centroid
+    of its slices.
+    """
+    slices = np.rint(grid.patient_to_index(points)[:, 0]).astype(np.int64)
+    w = weights if weights.sum() > 0 else np.ones(len(weights))
+    index, inverse = np.unique(slices, return_inverse=True)
+    per_slice = np.bincount(inverse, weights=w, minlength=len(index))
+    middle = (np.cumsum(per_slice) - per_slice / 2.0) / per_slice.sum()
+    labels = np.minimum((middle * k).astype(np.int64), k - 1)[inverse]
+    return np.array([centroid(points[labels == j], w[labels == j]) if np.any(labels == j)
+                     else centroid(points, w) for j in range(k)])  # fmt: skip

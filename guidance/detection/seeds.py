@@ -40,7 +40,9 @@ Method:
    model from the whole region's principal axes (:mod:`guidance.detection.clusters`):
    a split of thick slices cannot place them along the slice axis better than a slice. On
    thick slices a cluster one seed long by its 3-D spread but longer in the slice plane than
-   a seed is a row the slices hide: placed by equal-excess slabs along its in-plane axis.
+   a seed is a row the slices hide: placed by equal-excess slabs along its in-plane axis; a
+   cluster longer in the slice plane than seeds end to end along its axis can be holds seeds
+   lying across it, one over another: each takes whole slices.
 5. Position: excess-weighted centroid (LPS mm); long axis: principal axis of the excess
    distribution after removing each voxel's own extent (spacing^2 / 12 per axis), when it
    stands out and, on thick slices, lies away from the slice normal. On thick slices the
@@ -58,6 +60,7 @@ Method:
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -92,6 +95,7 @@ from guidance.detection.clusters import (
     side_by_side,
     split,
     spread,
+    stacked,
 )
 from guidance.detection.components import components
 from guidance.detection.lines import principal_line
@@ -132,6 +136,9 @@ _LENGTH_TRUST, _THICK_LENGTH_TRUST = 0.65, 0.75
 _FRAGMENT = 0.65  # of a seed's integral: below it a region touching another may be part of its seed
 # Beyond this a seed's reasons say how far along the slice axis it may be (confidence x 0.9).
 _SLICE_AXIS_TOLERANCE_MM = 1.0
+# A chain's excess is at most this much longer in the slice plane than its seeds end to end
+# along its axis (measured up to 1.35 x: blur and the slices' staircase); stacked seeds 2.1 x.
+_STACKED = 1.7
 
 
 def _regions(
@@ -536,8 +543,8 @@ def _along_slices(
         placed, uncertainty_mm = place_seed(centre, region.slice_sums, axis_in_plane_mm=axis_mm, grid=grid,
                                             **lengths)  # fmt: skip
         return positions + (placed - centre), np.full(len(seeds), uncertainty_mm)
-    parts = layout.kind == "mixed" or (layout.kind == "apart" and len(seeds) >= 3)
-    if parts and region.stack is not None:
+    by_parts = layout.kind == "mixed" or (layout.kind == "apart" and len(seeds) >= 3)
+    if by_parts and region.stack is not None:
         return place_parts(positions, region.stack, grid=grid, **lengths)
     if layout.kind == "chain" and len(seeds) >= 3 and region.stack is not None:
         parts, _ = place_parts(positions, region.stack, grid=grid, **lengths)
@@ -586,7 +593,7 @@ def _finished(found: _Found) -> DetectedSeed:
 class _Layout(NamedTuple):
     """How a cluster's seeds lie: ``kind``, and their places by its model (None: the split's parts stand)."""
 
-    kind: str  # "side_by_side", "chain", "row" (in-plane), "apart" or "mixed"
+    kind: str  # "side_by_side", "chain", "row" (in-plane), "stacked", "apart" or "mixed"
     positions: NDArray[np.float64] | None = None
 
 
@@ -614,15 +621,32 @@ def _cluster_layout(region: _Region, count: int, elongation: float, grid: Grid, 
     if by_length == 1:
         row = side_by_side(region.points_mm, region.excess, count, grid, opts.seed_diameter_mm)
         return _Layout("side_by_side", row)
-    if by_length > count:
-        return _APART
     if by_length < count:
         return _Layout("mixed")
     pitch = chain_pitch(region.points_mm, region.excess, count, grid, elongation)
-    if pitch > 1.15 * SEED_LENGTH_MM:
-        return _APART
     chain = end_to_end(region.points_mm, region.excess, count, grid, max(pitch, 0.9 * SEED_LENGTH_MM))
+    across = _in_plane_axis_mm(region, grid) > _STACKED * _chain_in_plane_mm(chain, grid)
+    if across and thick_slices(grid, opts):
+        # Longer in the slice plane than seeds end to end along its axis can be: the seeds lie
+        # across it, one over another in consecutive slices (their pixels overlap in-plane).
+        return _Layout("stacked", stacked(region.points_mm, region.excess, count, grid))
+    if by_length > count or pitch > 1.15 * SEED_LENGTH_MM:
+        return _APART
     return _Layout("chain", chain)
+
+
+def _chain_in_plane_mm(chain: NDArray[np.float64], grid: Grid) -> float:
+    """How long (k, 3) seeds end to end from ``chain[0]`` to ``chain[-1]`` are in the slice plane, mm.
+
+    k seed lengths times the sine of the chain's angle to the slice axis.
+    """
+    step = chain[-1] - chain[0]
+    length = float(np.linalg.norm(step))
+    if length == 0:
+        return 0.0
+    along = float(step @ np.asarray(grid.axes[0]))
+    sine = math.sqrt(max(0.0, 1.0 - (along / length) ** 2))
+    return len(chain) * SEED_LENGTH_MM * sine
 
 
 def _in_plane_length(region: _Region, grid: Grid) -> float:

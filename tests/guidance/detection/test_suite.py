@@ -120,9 +120,8 @@ def test_thick_slices_rates() -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="5 mm slices: slice-axis error up to 2.0 mm (5 of 180 beyond 1.5 mm: two seeds side by side steep "
-    "across a slice boundary, placed as a chain, and two seeds stacked along the slice axis in one region, "
-    "their pixels mixed in-plane)",
+    reason="5 mm slices: slice-axis error up to 2.0 mm (2 of 180 beyond 1.5 mm: two seeds side by side, "
+    "steep across a slice boundary, placed as a chain along the slice axis)",
 )
 def test_thick_slices_slice_axis_error() -> None:
     thick = _by_thickness(5.0)
