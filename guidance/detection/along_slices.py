@@ -10,6 +10,11 @@ A seed's extent along the slice axis comes from its axis' length in the slice pl
 that of a seed lying flat in the same scan: thick slices resolve it better than the 3-D axis.
 The seeds of a cluster split into parts that stand on their own share its footprint: each
 takes the pixels nearer to it than to the others.
+
+Seeds of one strand (three or more end to end along their axes, in one region or several)
+lie on their needle's straight track: their positions along the slice axis are fitted by a
+line through their in-plane positions (:func:`chains`, :func:`on_strand_line`). A strand's
+neighbours sit in the slices next to each of its seeds, where they disturb its share.
 """
 
 from __future__ import annotations
@@ -199,7 +204,7 @@ def chains(
     off by a slice's flat top), and their in-plane step at least half what their axes' tilt
     gives touching seeds. A seed whose in-plane axis is shorter than half ``flat_mm`` (within
     30 degrees of the slice axis) shows no in-plane direction and joins none. A run is kept
-    where its seeds lie within ``_STRAND_LATERAL`` of one line in the slice plane.
+    where its seeds lie within ``_STRAND_LATERAL_MM`` of one line in the slice plane.
     """
     normal = np.asarray(grid.axes[0], dtype=np.float64)
     in_plane = positions_mm - np.outer(positions_mm @ normal, normal)
