@@ -70,10 +70,10 @@ def _in_plane_covariance(
 def in_plane_axis_mm(points_mm: NDArray[np.float64], weights: NDArray[np.float64], grid: Grid) -> float:
     """The length of a seed's axis projected on the slice plane, as the scan shows it, mm.
 
-    sqrt(12 x the difference of its in-plane variances): the blur adds to both.
+    sqrt(12 x the difference of its in-plane variances): the blur adds to both. The length of
+    :func:`in_plane_axis`.
     """
-    variances = in_plane_variances(points_mm, weights, grid)
-    return math.sqrt(12.0 * float(variances[1] - variances[0]))
+    return float(np.linalg.norm(in_plane_axis(points_mm, weights, grid)))
 
 
 def in_plane_axis(
@@ -81,7 +81,8 @@ def in_plane_axis(
 ) -> NDArray[np.float64]:
     """A seed's axis in the slice plane: its direction (LPS, sign arbitrary) times its length there, mm.
 
-    The length is :func:`in_plane_axis_mm`; the direction, the covariance's major axis.
+    The direction is the in-plane covariance's major axis; the length sqrt(12 x the difference
+    of its in-plane variances) (:func:`in_plane_axis_mm`).
     """
     plane = np.stack([grid.axes[1], grid.axes[2]]).astype(np.float64)
     values, vectors = np.linalg.eigh(_in_plane_covariance(points_mm, weights, grid))
