@@ -527,12 +527,12 @@ def _along_slices(
     A single seed by the whole region's slice sums. Touching seeds side by side move
     together: their row's centre is placed like one seed, by the whole region's sums. Touching
     seeds in no single row ("mixed": the split's parts stand, their centroids a staircase
-    along the slice axis), and three or more apart, each by the pixels nearest it in-plane. A
-    chain of three or more: each seed so, then all on the straight line fitted to them (the
-    chain model's principal axis leans towards the slice axis by the slices' staircase). Two
-    seeds apart keep their parts' places: they may be stacked along the slice axis, their
-    pixels mixed in-plane. Seeds placed by another cluster model keep its places. Returns the
-    (k, 3) positions and how far along the slice axis each may be (k,), mm.
+    along the slice axis), and seeds apart, each by the pixels nearest it in-plane. A chain of
+    three or more: each seed so, then all on the straight line fitted to them (the chain
+    model's principal axis leans towards the slice axis by the slices' staircase). Seeds placed
+    by another cluster model (a chain of two; seeds stacked along the slice axis, their pixels
+    mixed in-plane) keep its places. Returns the (k, 3) positions and how far along the slice
+    axis each may be (k,), mm.
     """
     lengths = {"flat_mm": flat_mm, "seed_length_mm": SEED_LENGTH_MM,
                "seed_diameter_mm": opts.seed_diameter_mm}  # fmt: skip
@@ -543,8 +543,7 @@ def _along_slices(
         placed, uncertainty_mm = place_seed(centre, region.slice_sums, axis_in_plane_mm=axis_mm, grid=grid,
                                             **lengths)  # fmt: skip
         return positions + (placed - centre), np.full(len(seeds), uncertainty_mm)
-    by_parts = layout.kind == "mixed" or (layout.kind == "apart" and len(seeds) >= 3)
-    if by_parts and region.stack is not None:
+    if layout.kind in ("mixed", "apart") and region.stack is not None:
         return place_parts(positions, region.stack, grid=grid, **lengths)
     if layout.kind == "chain" and len(seeds) >= 3 and region.stack is not None:
         parts, _ = place_parts(positions, region.stack, grid=grid, **lengths)

@@ -204,7 +204,7 @@ def test_two_seeds_stacked_along_the_slice_axis(case: int) -> None:
     Joined in one region by the 5 mm slices, their pixels overlap in-plane: each seed takes
     whole slices. As a chain (touching seeds along the region's axis, pulled together) or as
     the split's parts these three were 1.5-2.2 mm off along the slice axis, or one seed was
-    lost. Of 30 such pairs, 11 of 60 seeds are still beyond 1.5 mm (at most 1.9).
+    lost. Of 30 such pairs, 12 of 60 seeds are still beyond 1.5 mm (at most 1.9).
     """
     rng = np.random.default_rng(500 + case)
     offset_mm, apart_mm, lateral_mm = rng.uniform(0, 5), rng.uniform(5.0, 8.0), rng.uniform(0, 2.0)
@@ -213,11 +213,40 @@ def test_two_seeds_stacked_along_the_slice_axis(case: int) -> None:
     heading = rng.uniform(0, 2 * np.pi)
     beside = lateral_mm * np.array([np.cos(heading), np.sin(heading), 0.0])
     pair = np.array([[5.0, 5.0, -apart_mm / 2], np.array([5.0, 5.0, apart_mm / 2]) + beside])
-    others = np.random.default_rng(900 + case)  # eight single seeds around them, at any tilt
+    singles, directions = _singles_around(case)
+    errors = _slice_axis_errors(pair, singles, np.vstack([axes, directions]), offset_mm=offset_mm,
+                                noise_seed=case)  # fmt: skip
+    assert errors.max() <= 1.5, errors
+
+
+@pytest.mark.parametrize("case", [0, 1, 2])
+def test_two_seeds_end_to_end_steep_across_the_slices(case: int) -> None:
+    """Two seeds touching end to end, 8-32 degrees from the slice axis, on 5 mm slices (second renderer).
+
+    Their region is split in two parts apart; each seed is placed by the slices over its own
+    pixels in-plane. As the split's parts (their centroids a staircase along the slice axis)
+    these three were 1.9-2.7 mm off. Of 24 such pairs, 2 of 48 seeds are still beyond 1.5 mm:
+    an almost upright pair centred on a slice boundary, which the slices show as two seeds
+    side by side.
+    """
+    rng = np.random.default_rng(700 + case)
+    offset_mm, tilt, angle = rng.uniform(0, 5), rng.uniform(0.85, 0.99), rng.uniform(0, np.pi)
+    axis = _axes(np.array([tilt]), np.array([angle]))[0]
+    pair = np.array([5.0, 5.0, 0.0]) + np.outer([-0.5, 0.5], 4.5 * axis)
+    singles, directions = _singles_around(case)
+    errors = _slice_axis_errors(pair, singles, np.vstack([axis, axis, directions]), offset_mm=offset_mm,
+                                noise_seed=case)  # fmt: skip
+    assert errors.max() <= 1.5, errors
+
+
+def _singles_around(case: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Eight single seeds around a cluster at (5, 5, 0) mm, at random tilts, and their axes.
+
+    One seed's integral is measured on them, as in a scan of many seeds.
+    """
+    rng = np.random.default_rng(900 + case)
     singles = np.array([[-20, -20, 0], [-20, 20, 0], [20, -20, 0], [25, 25, 0], [0, -25, 0], [-25, 0, 0],
                         [25, 0, 0], [-8, 28, 0]], dtype=float)  # fmt: skip
-    singles[:, 2] = others.uniform(-5, 5, len(singles))
-    tilt, angle = others.uniform(0, 0.9, len(singles)), others.uniform(0, np.pi, len(singles))
-    directions = np.vstack([axes, _axes(tilt, angle)])
-    errors = _slice_axis_errors(pair, singles, directions, offset_mm=offset_mm, noise_seed=case)
-    assert errors.max() <= 1.5, errors
+    singles[:, 2] = rng.uniform(-5, 5, len(singles))
+    tilt, angle = rng.uniform(0, 0.9, len(singles)), rng.uniform(0, np.pi, len(singles))
+    return singles, _axes(tilt, angle)
