@@ -139,6 +139,10 @@ _SLICE_AXIS_TOLERANCE_MM = 1.0
 # A chain's excess is at most this much longer in the slice plane than its seeds end to end
 # along its axis (measured up to 1.35 x: blur and the slices' staircase); stacked seeds 2.1 x.
 _STACKED = 1.7
+# Two touching seeds this steep (at most this many seed lengths in-plane) and balanced across
+# two slices may lie side by side or end to end (:func:`_side_or_chain`).
+_SIDE_OR_CHAIN_IN_PLANE = 0.6
+_SHARE_NOISE = 0.05
 
 
 def _regions(
@@ -480,6 +484,11 @@ def _seeds_of(
     axes = []
     whole = _orientation(region.points_mm, region.excess, grid, opts) if count > 1 else np.full(3, np.nan)
     layout = _cluster_layout(region, count, elongation, grid, opts) if count > 1 and not separate else _APART
+    if layout.kind == "side_or_chain" and layout.positions is not None:
+        either_mm = abs(float((layout.positions[1] - layout.positions[0]) @ np.asarray(grid.axes[0]))) / 2
+        confidence *= 0.9
+        reasons.append(f"side by side or end to end (the slices show either): placed between, within "
+                       f"+-{either_mm:.1f} mm along the slice axis")  # fmt: skip
     for j in range(count):
         members = labels == j
         points, weights = region.points_mm[members], region.excess[members]
@@ -592,7 +601,7 @@ def _finished(found: _Found) -> DetectedSeed:
 class _Layout(NamedTuple):
     """How a cluster's seeds lie: ``kind``, and their places by its model (None: the split's parts stand)."""
 
-    kind: str  # "side_by_side", "chain", "row" (in-plane), "stacked", "apart" or "mixed"
+    kind: str  # "side_by_side", "chain", "side_or_chain", "row" (in-plane), "stacked", "apart" or "mixed"
     positions: NDArray[np.float64] | None = None
 
 
@@ -608,9 +617,15 @@ def _cluster_layout(region: _Region, count: int, elongation: float, grid: Grid, 
     as its count with a pitch of touching seeds (up to 1.15 seed lengths): a chain, evenly
     along its axis. Longer than that: "apart" (seeds apart, joined by blur or streaks: each
     part is one, with its own axis); shorter: "mixed" (touching, in no single row: the parts
-    stand).
+    stand). Two steep seeds the thick slices show as well side by side as end to end
+    (:func:`_side_or_chain`): between the two ("side_or_chain").
     """
     by_length = _chain_count(region, elongation, grid)
+    if count == 2 and thick_slices(grid, opts) and _side_or_chain(region, grid):
+        # Between the two: half a seed length apart along the cluster's axis, a quarter of the
+        # pitch from either's places (side by side: together; end to end: a seed length apart).
+        half = end_to_end(region.points_mm, region.excess, count, grid, 0.5 * SEED_LENGTH_MM)
+        return _Layout("side_or_chain", half)
     if by_length == 1 and _in_plane_length(region, grid) > 1.2 * SEED_LENGTH_MM:
         # Longer in-plane than a seed: not side by side, whatever the slices show. On thick
         # slices their spread hides the row from the 3-D axes (and may turn a split across it).
@@ -632,6 +647,41 @@ def _cluster_layout(region: _Region, count: int, elongation: float, grid: Grid, 
     if by_length > count or pitch > 1.15 * SEED_LENGTH_MM:
         return _APART
     return _Layout("chain", chain)
+
+
+def _side_or_chain(region: _Region, grid: Grid) -> bool:
+    """Whether two steep touching seeds may lie side by side or end to end: thick slices show either.
+
+    Two slices next to each other hold the excess (90% of it), each showing one seed's worth.
+    Side by side across their boundary, each slice sees half of both seeds; end to end
+    across it, each sees one seed and the two halves of the in-plane picture are the same.
+    Seeds end to end reach further along the slice axis, sqrt((2 L)^2 - l^2) for an in-plane
+    length l: they show only these two slices while the larger share is at most a slice's
+    thickness over that reach (plus 0.05 for the shares' noise). Only steep pairs (the region
+    and each of its two slices at most 0.6 seed lengths in-plane): flatter ones are far
+    likelier a chain, and seeds lying across the slices, stacked over one another, are long
+    in-plane in their slice.
+    """
+    if region.slice_sums is None:
+        return False
+    index, amplitude, _ = region.slice_sums.amplitudes()
+    shares = np.clip(amplitude, 0.0, None)
+    if len(shares) < 2 or not shares.sum() > 0:
+        return False
+    top = np.argsort(shares)[::-1][:2]
+    in_plane = _in_plane_axis_mm(region, grid)
+    steep_mm = _SIDE_OR_CHAIN_IN_PLANE * SEED_LENGTH_MM
+    if abs(int(index[top[0]]) - int(index[top[1]])) != 1 or in_plane > steep_mm:
+        return False
+    if shares[top].sum() < 0.9 * shares.sum():
+        return False
+    slice_of = np.rint(grid.patient_to_index(region.points_mm)[:, 0]).astype(np.int64)
+    for k in index[top]:
+        own = slice_of == k
+        if in_plane_axis_mm(region.points_mm[own], region.excess[own], grid) > steep_mm:
+            return False
+    reach_mm = math.sqrt((2 * SEED_LENGTH_MM) ** 2 - in_plane**2)
+    return bool(shares[top[0]] / shares.sum() <= float(grid.spacing_mm[0]) / reach_mm + _SHARE_NOISE)
 
 
 def _chain_in_plane_mm(chain: NDArray[np.float64], grid: Grid) -> float:

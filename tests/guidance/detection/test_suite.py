@@ -118,12 +118,12 @@ def test_thick_slices_rates() -> None:
     assert thick.sensitivity >= 0.985 and thick.precision >= 0.995
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="5 mm slices: slice-axis error up to 2.0 mm (2 of 180 beyond 1.5 mm: two seeds side by side, "
-    "steep across a slice boundary, placed as a chain along the slice axis)",
-)
 def test_thick_slices_slice_axis_error() -> None:
+    """5 mm slices: every seed found within 1.5 mm along the slice axis (at most 1.48 mm).
+
+    Two steep touching seeds side by side across a slice boundary show the same slices as two
+    end to end: they are placed between the two, 1.3 mm off (as a chain they were 2.0 mm off).
+    """
     thick = _by_thickness(5.0)
     assert max(thick.slice_axis_errors_mm) <= 1.5
 
