@@ -678,6 +678,8 @@ def _side_or_chain(region: _Region, grid: Grid) -> bool:
     slice_of = np.rint(grid.patient_to_index(region.points_mm)[:, 0]).astype(np.int64)
     for k in index[top]:
         own = slice_of == k
+        if not region.excess[own].sum() > 0:  # the slice's share is not the region's own pixels
+            return False
         if in_plane_axis_mm(region.points_mm[own], region.excess[own], grid) > steep_mm:
             return False
     reach_mm = math.sqrt((2 * SEED_LENGTH_MM) ** 2 - in_plane**2)
