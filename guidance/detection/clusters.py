@@ -13,7 +13,8 @@ from guidance.detection.lines import principal_line
 from guidance.volume import Grid
 
 __all__ = [
-    "centroid", "chain_pitch", "end_to_end", "in_plane_row", "side_by_side", "split", "spread", "stacked",
+    "centroid", "chain_pitch", "end_to_end", "in_plane_row", "side_by_side", "slice_indices", "split",
+    "spread", "stacked",
 ]  # fmt: skip
 
 
@@ -190,7 +191,7 @@ def stacked(
     middle of its excess falls in the region's (k equal shares); each seed is the centroid
     of its slices.
     """
-    slices = np.rint(grid.patient_to_index(points)[:, 0]).astype(np.int64)
+    slices = slice_indices(points, grid)
     w = weights if weights.sum() > 0 else np.ones(len(weights))
     index, inverse = np.unique(slices, return_inverse=True)
     per_slice = np.bincount(inverse, weights=w, minlength=len(index))
@@ -198,3 +199,9 @@ def stacked(
     labels = np.minimum((middle * k).astype(np.int64), k - 1)[inverse]
     return np.array([centroid(points[labels == j], w[labels == j]) if np.any(labels == j)
                      else centroid(points, w) for j in range(k)])  # fmt: skip
+
+
+def slice_indices(points: NDArray[np.float64], grid: Grid) -> NDArray[np.int64]:
+    """The slice of the volume each of (n, 3) voxel centres (LPS mm) lies in (n,)."""
+    slices: NDArray[np.int64] = np.rint(grid.patient_to_index(points)[:, 0]).astype(np.int64)
+    return slices

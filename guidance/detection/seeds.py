@@ -93,6 +93,7 @@ from guidance.detection.clusters import (
     end_to_end,
     in_plane_row,
     side_by_side,
+    slice_indices,
     split,
     spread,
     stacked,
@@ -620,12 +621,12 @@ def _cluster_layout(region: _Region, count: int, elongation: float, grid: Grid, 
     stand). Two steep seeds the thick slices show as well side by side as end to end
     (:func:`_side_or_chain`): between the two ("side_or_chain").
     """
-    by_length = _chain_count(region, elongation, grid)
     if count == 2 and thick_slices(grid, opts) and _side_or_chain(region, grid):
         # Between the two: half a seed length apart along the cluster's axis, a quarter of the
         # pitch from either's places (side by side: together; end to end: a seed length apart).
         half = end_to_end(region.points_mm, region.excess, count, grid, 0.5 * SEED_LENGTH_MM)
         return _Layout("side_or_chain", half)
+    by_length = _chain_count(region, elongation, grid)
     if by_length == 1 and _in_plane_length(region, grid) > 1.2 * SEED_LENGTH_MM:
         # Longer in-plane than a seed: not side by side, whatever the slices show. On thick
         # slices their spread hides the row from the 3-D axes (and may turn a split across it).
@@ -675,7 +676,7 @@ def _side_or_chain(region: _Region, grid: Grid) -> bool:
         return False
     if shares[top].sum() < 0.9 * shares.sum():
         return False
-    slice_of = np.rint(grid.patient_to_index(region.points_mm)[:, 0]).astype(np.int64)
+    slice_of = slice_indices(region.points_mm, grid)
     for k in index[top]:
         own = slice_of == k
         if not region.excess[own].sum() > 0:  # the slice's share is not the region's own pixels

@@ -238,9 +238,7 @@ def test_two_seeds_end_to_end_steep_across_the_slices(case: int) -> None:
     (at most 1.7): pairs balanced across a slice boundary, which the slices show as well as
     two seeds side by side, are placed between the two.
     """
-    rng = np.random.default_rng(700 + case)
-    offset_mm, tilt, angle = rng.uniform(0, 5), rng.uniform(0.85, 0.99), rng.uniform(0, np.pi)
-    axis = _axes(np.array([tilt]), np.array([angle]))[0]
+    offset_mm, axis = _steep_pair(case)
     pair = np.array([5.0, 5.0, 0.0]) + np.outer([-0.5, 0.5], 4.5 * axis)
     singles, directions = _singles_around(case)
     errors = _slice_axis_errors(pair, singles, np.vstack([axis, axis, directions]), offset_mm=offset_mm,
@@ -257,9 +255,7 @@ def test_two_seeds_side_by_side_steep_across_a_slice_boundary(case: int) -> None
     such pairs, 8 of 48 seeds are still beyond 1.5 mm (at most 2.7: called a chain by their
     length where the slices' shares are not balanced enough for both).
     """
-    rng = np.random.default_rng(700 + case)
-    offset_mm, tilt, angle = rng.uniform(0, 5), rng.uniform(0.85, 0.99), rng.uniform(0, np.pi)
-    axis = _axes(np.array([tilt]), np.array([angle]))[0]
+    offset_mm, axis = _steep_pair(case)
     across = np.cross(axis, [0.0, 0.0, 1.0])
     pair = np.array([5.0, 5.0, 0.0]) + np.outer([-0.4, 0.4], across / np.linalg.norm(across))
     singles, directions = _singles_around(case)
@@ -268,6 +264,13 @@ def test_two_seeds_side_by_side_steep_across_a_slice_boundary(case: int) -> None
     assert errors.max() <= 1.5, errors
     for seed in seeds:
         assert any(reason.startswith("side by side or end to end") for reason in seed.reasons), seed.reasons
+
+
+def _steep_pair(case: int) -> tuple[float, NDArray[np.float64]]:
+    """Where the slices start along z (0-5 mm) and a steep pair's axis (cos 0.85-0.99 to z), by ``case``."""
+    rng = np.random.default_rng(700 + case)
+    offset_mm, tilt, angle = rng.uniform(0, 5), rng.uniform(0.85, 0.99), rng.uniform(0, np.pi)
+    return float(offset_mm), _axes(np.array([tilt]), np.array([angle]))[0]
 
 
 def _singles_around(case: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
