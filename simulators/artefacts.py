@@ -13,7 +13,10 @@ Model (per axial slice of the scan grid, parallel-beam geometry):
      integrals add), and through the long axis of each seed;
    - photon starvation: few photons reach the detector behind metal, so the
      measurement noise grows as eta (exp(gamma p) - 1) (zero away from metal),
-     giving bright and dark streaky noise along the rays through metal.
+     giving bright and dark streaky noise along the rays through metal. The log of
+     a count of N photons has sd 1 / sqrt(N), and a detector counts at least one:
+     the noise sd is at most 1 (a ray along a needle lying in the slice, p ~ 14-20,
+     is starved, not measured with an error of exp(p) line integrals).
 3. The error sinogram is pooled to the coarse reconstruction grid, ramp
    filtered (Ram-Lak, Kak & Slaney eq. 3.61-3.63) and back-projected; the error
    image (mu, 1/mm) becomes HU with mu_water and is added to the slice.
@@ -42,6 +45,8 @@ __all__ = ["StreakModel", "backproject", "backproject_reference", "streak_error_
 #: Linear attenuation of water at the effective energy of a 120 kVp beam (~70 keV), 1/mm.
 MU_WATER_PER_MM = 0.0195
 _ANGLES_PER_CHUNK = 30
+#: The sd of the log of a count of one photon: the largest noise a starved detector bin shows.
+_ONE_PHOTON_SD = 1.0
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,7 @@ class StreakModel:
     max_pixels: int = 128
     #: Saturation of the measured metal line integral (beam hardening), per unit line integral.
     kappa: float = 1.0
-    #: Photon-starvation noise: sd = eta (exp(gamma p) - 1), p capped at ``p_cap``.
+    #: Photon-starvation noise: sd = eta (exp(gamma p) - 1), p capped at ``p_cap``, sd at most 1.
     eta: float = 0.05
     gamma: float = 1.0
     p_cap: float = 16.0
@@ -259,7 +264,7 @@ def streak_error_hu(
     if model.starvation_p is not None:
         np.minimum(measured, model.starvation_p, out=measured)
     error = measured - p
-    sd = model.eta * np.expm1(model.gamma * np.minimum(p, model.p_cap))
+    sd = np.minimum(model.eta * np.expm1(model.gamma * np.minimum(p, model.p_cap)), _ONE_PHOTON_SD)
     error += sd * rng.standard_normal(p.shape)
     coarse = error.reshape(model.angles, n_coarse_bins, factor).mean(axis=2) * model.strength
     tau = bin_mm * factor

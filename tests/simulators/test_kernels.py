@@ -52,6 +52,22 @@ def test_streak_image_unchanged_by_the_kernel() -> None:
     assert float(np.abs(slow).max()) > 20.0
 
 
+def test_a_needle_lying_in_the_slice_starves_its_rays_without_flooding_the_slice() -> None:
+    """A steel needle 60 mm along one row: the rays along it (line integral ~20) count no photon.
+
+    A starved bin's log count has an sd of at most 1 (one photon), not exp(p): the slice
+    shows streaks along and beside the needle (some thousand HU), most of it stays within
+    tens of HU (an unbounded noise put 11000 HU on the median pixel).
+    """
+    columns = np.arange(20, 20 + round(60.0 / 0.7))
+    rows = np.full(len(columns), 64)
+    mu = np.full(len(columns), 0.19 * 1.27 / 0.7)  # steel over a 0.7 mm pixel row, 1/mm
+    rng = np.random.default_rng(0)
+    error = np.abs(streak_error_hu(rows, columns, mu, (128, 128), (0.7, 0.7), StreakModel(), rng))
+    assert float(np.median(error)) < 100.0
+    assert 1000.0 < float(np.percentile(error, 99)) < 5000.0
+
+
 def test_backproject_refuses_bad_input() -> None:
     q = np.zeros((10, 20))
     thetas = np.linspace(0.0, math.pi, 10, endpoint=False)
