@@ -20,10 +20,10 @@ Method:
    intensity basins (one per peak standing out by ``basin_persistence``,
    :func:`guidance.detection.components.basins`); a basin still too large is cut again at
    twice the level.
-2. Each region's local background is the median HU of a shell around it (slice by slice
-   on slices thicker than ``reference_slice_mm``); its excess (HU - background, voxels of
-   the region grown by the integration margin, not into another region's or a needle's
-   voxels) is integrated in HU x mm^3.
+2. Each region's local background (:mod:`guidance.detection.regions`) is the median HU of
+   a shell around it (slice by slice on slices thicker than ``reference_slice_mm``); its
+   excess (HU - background, voxels of the region grown by the integration margin, not into
+   another region's or a needle's voxels) is integrated in HU x mm^3.
 3. One seed's integral is the most common one over regions (or given); a region holds
    round(integral / single) seeds. Regions below ``min_fraction`` of a seed are noise or
    streak fragments; in-plane streak-like regions (one slice, long and thin) are rejected.
@@ -37,12 +37,12 @@ Method:
    by side seeds are cut across their width, which k-means does not do). The parts give
    each seed its voxels (orientation, confidence); where the region is one seed long
    (side by side) or as long as its count (end to end), the seeds are placed by that
-   model from the whole region's principal axes (:mod:`guidance.detection.clusters`):
+   model from the whole region's principal axes (:mod:`guidance.detection.layouts`):
    a split of thick slices cannot place them along the slice axis better than a slice. On
    thick slices a cluster one seed long by its 3-D spread but longer in the slice plane than
    a seed is a row the slices hide: placed by equal-excess slabs along its in-plane axis; a
-   cluster longer in the slice plane than seeds end to end along its axis can be holds seeds
-   lying across it, one over another: each takes whole slices.
+   cluster longer in the slice plane than its seeds could be end to end along its axis holds
+   seeds lying across it, one over another: each takes whole slices.
 5. Position: excess-weighted centroid (LPS mm); long axis: principal axis of the excess
    distribution after removing each voxel's own extent (spacing^2 / 12 per axis), when it
    stands out and, on thick slices, lies away from the slice normal. On thick slices the
@@ -60,48 +60,20 @@ Method:
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
 
 from guidance import __version__
-from guidance.detection.along_slices import (
-    chains,
-    in_plane_axis,
-    in_plane_axis_mm,
-    in_plane_variances,
-    on_strand_line,
-    place_parts,
-    place_seed,
-)
-from guidance.detection.candidates import (
-    SEED_LENGTH_MM,
-    bone_regions,
-    seed_components,
-    seeds_in_bone,
-    thick_slices,
-    threshold_level_hu,
-)
-from guidance.detection.clusters import (
-    centroid,
-    chain_pitch,
-    end_to_end,
-    in_plane_row,
-    side_by_side,
-    slice_indices,
-    split,
-    spread,
-    stacked,
-)
-from guidance.detection.components import components
-from guidance.detection.lines import principal_line
+from guidance.detection.along_slices import chains, in_plane_axis, on_strand_line, place_parts, place_seed
+from guidance.detection.candidates import SEED_LENGTH_MM, thick_slices, threshold_level_hu
+from guidance.detection.clusters import centroid, split, spread
+from guidance.detection.layouts import APART, Layout, chain_count, cluster_layout, region_in_plane_axis_mm
+from guidance.detection.regions import Region, candidate_regions
 from guidance.detection.result import SEED_STAGE, DetectedSeed, SeedDetection, SeedOptions
-from guidance.detection.slice_profile import SliceStack, SliceSums
 from guidance.provenance import Provenance
 from guidance.volume import Grid, Volume
 
@@ -110,25 +82,6 @@ __all__ = ["detect_seeds", "threshold_level_hu"]
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, eq=False)
-class _Region:
-    """A candidate region: its voxels (mm), excess weights, integral and local background."""
-
-    points_mm: NDArray[np.float64]
-    excess: NDArray[np.float64]
-    integral: float
-    background_sd: float
-    slices: int
-    near_excluded: bool
-    beside_bone: bool = False
-    peak_hu: float = 0.0
-    number: int = -1  # the candidate's number in the scan
-    touching: frozenset[int] = frozenset()  # the candidates whose voxels touch its own (thick slices)
-    slice_sums: SliceSums | None = None  # how much of it each slice sees (thick slices)
-    stack: SliceStack | None = None  # its box, for the sums of any part of it (thick slices, unmerged)
-
-
-_MIN_RING = 8  # voxels of a slice's shell for its own background
 # A count by length is trusted where the integral reaches this fraction of it: touching seeds
 # end to end darken each other (a chain of 2 integrates down to 1.3 seeds). On thick slices
 # a single seed straddling two slices looks a slice longer (its length counts 2 where the
@@ -137,160 +90,12 @@ _LENGTH_TRUST, _THICK_LENGTH_TRUST = 0.65, 0.75
 _FRAGMENT = 0.65  # of a seed's integral: below it a region touching another may be part of its seed
 # Beyond this a seed's reasons say how far along the slice axis it may be (confidence x 0.9).
 _SLICE_AXIS_TOLERANCE_MM = 1.0
-# A chain's excess is at most this much longer in the slice plane than its seeds end to end
-# along its axis (measured up to 1.35 x: blur and the slices' staircase); stacked seeds 2.1 x.
-_STACKED = 1.7
-# Two touching seeds this steep (at most this many seed lengths in-plane) and balanced across
-# two slices may lie side by side or end to end (:func:`_side_or_chain`).
-_SIDE_OR_CHAIN_IN_PLANE = 0.6
-_SHARE_NOISE = 0.05
 
 
-def _regions(
-    ct: Volume, exclude: NDArray[np.bool_] | None, opts: SeedOptions
-) -> tuple[list[_Region], list[tuple[NDArray[np.float64], str]]]:
-    from scipy import ndimage
-
-    image = np.asarray(ct.array)
-    mask = image > threshold_level_hu(ct, opts)
-    if exclude is not None:
-        mask &= ~exclude
-    spacing = ct.spacing_mm
-    # Box of the integration margin (at least the 26 neighbours), grown with separable maxima.
-    reach = tuple(int(2 * h + 1) for h in np.maximum(1, np.floor(opts.integration_margin_mm / spacing)))
-    margin = np.maximum(1, np.ceil(opts.background_margin_mm / spacing)) + np.array(reach) // 2 + 1
-    margin = margin.astype(int)
-    grid = ct.grid
-    voxel_mm3 = grid.voxel_volume_cc * 1000.0
-    regions: list[_Region] = []
-    rejected: list[tuple[NDArray[np.float64], str]] = []
-    level = threshold_level_hu(ct, opts)
-    thick = thick_slices(grid, opts)
-    found = components(mask)
-    large, bone_peak_hu = bone_regions(image, found, grid, opts)
-    seeds, bones = seed_components(image, found, level, grid, opts)
-    in_bone = seeds_in_bone(image, seeds, bones, bone_peak_hu, grid, opts)
-    claimed = np.zeros(image.shape, dtype=np.int32)  # every candidate's voxels (its number + 1): no other
-    for number, (box, inside) in enumerate(seeds + in_bone):  # region integrates them
-        claimed[box][inside] = number + 1
-    for number, (box, inside) in enumerate(seeds + in_bone):
-        # Clipped at the volume's faces: a seed in the first or last slice is common in short scans.
-        grown = tuple(
-            slice(max(0, sl.start - m), min(n, sl.stop + m))
-            for sl, m, n in zip(box, margin, mask.shape, strict=True)
-        )
-        own = np.zeros(tuple(sl.stop - sl.start for sl in grown), dtype=bool)
-        own[tuple(slice(b.start - g.start, b.stop - g.start) for b, g in zip(box, grown, strict=True))] = (
-            inside
-        )
-        # The integration margin stops at other candidates' voxels and at a needle's.
-        usable = ~((claimed[grown] > 0) & ~own)
-        if exclude is not None:
-            usable &= ~exclude[grown]
-        core = ndimage.maximum_filter(own, size=reach) & usable
-        shell = ~ndimage.maximum_filter(core, size=3) & ~mask[grown]
-        values = image[grown].astype(np.float32)
-        background = _slice_backgrounds(values, shell, thick)
-        clipped = np.clip(values - background[:, None, None], 0.0, None)
-        excess = clipped[core].astype(np.float64)
-        sums = stack = None
-        if thick:
-            template = np.where(core, clipped, 0.0).sum(axis=0).astype(np.float64)
-            stack = SliceStack(values, background, _slice_noise(values, shell), template, usable,
-                               (grown[0].start, grown[1].start, grown[2].start))  # fmt: skip
-            sums = stack.sums()
-        offset = np.array([sl.start for sl in grown])
-        index = np.argwhere(core) + offset
-        near = exclude is not None and bool(exclude[grown].any())
-        region = _Region(
-            grid.index_to_patient(index.astype(np.float64)), excess, float(excess.sum() * voxel_mm3),
-            float(np.std(values[shell])) if shell.any() else 0.0, int(np.ptp(index[:, 0]) + 1), near,
-            number >= len(seeds), float(values[core].max()) if core.any() else 0.0, number,
-            frozenset(int(k) - 1 for k in np.unique(claimed[grown][ndimage.maximum_filter(own, size=3)])
-                      if k not in (0, number + 1)) if thick else frozenset(), sums, stack,
-        )  # fmt: skip
-        reason = _streak_like(region, grid, opts)
-        peak_hu = float(values[core].max())
-        if not reason and peak_hu <= bone_peak_hu and large[grown].any():
-            reason = f"bone fragment: peak {peak_hu:.0f} HU beside bone, not above its {bone_peak_hu:.0f} HU"
-        if reason:
-            rejected.append((centroid(region.points_mm, region.excess), reason))
-        else:
-            regions.append(region)
-    return regions, rejected
-
-
-def _slice_backgrounds(
-    values: NDArray[np.float32], shell: NDArray[np.bool_], by_slice: bool
-) -> NDArray[np.float64]:
-    """The local background of each slice of a region's box (the median of its shell), HU.
-
-    On thick slices (``by_slice``) anatomy changes from one slice to the next, 5 mm apart:
-    one median for the whole shell would count the brighter slice's tissue as the region's
-    excess and pull it along the slice axis. On thinner slices the whole shell's median
-    serves every slice: a slice's part of the shell is small there, and streaks crossing it
-    bias its median. A slice whose part of the shell has fewer than 8 voxels takes the whole
-    shell's median; a region without a shell, 0 HU.
-    """
-    return _shell_statistic(values, shell, _median, by_slice)
-
-
-def _slice_noise(values: NDArray[np.float32], shell: NDArray[np.bool_]) -> NDArray[np.float64]:
-    """Each slice's noise sd in the shell (1.4826 x its median absolute deviation: robust to streaks), HU.
-
-    A slice whose part of the shell has fewer than 8 voxels takes the whole shell's.
-    """
-    return _shell_statistic(values, shell, _robust_sd, True)
-
-
-def _shell_statistic(
-    values: NDArray[np.float32], shell: NDArray[np.bool_], statistic: Callable[[NDArray[np.float32]], float],
-    by_slice: bool,
-) -> NDArray[np.float64]:
-    """``statistic`` of the whole shell for every slice, or of each slice's own part where it has 8 voxels."""
-    result = np.full(values.shape[0], statistic(values[shell]))
-    for k in range(values.shape[0] if by_slice else 0):
-        ring = values[k][shell[k]]
-        if len(ring) >= _MIN_RING:
-            result[k] = statistic(ring)
-    return result
-
-
-def _median(ring: NDArray[np.float32]) -> float:
-    return float(np.median(ring)) if len(ring) else 0.0
-
-
-def _robust_sd(ring: NDArray[np.float32]) -> float:
-    return 1.4826 * float(np.median(np.abs(ring - np.median(ring)))) if len(ring) else 0.0
-
-
-def _streak_like(region: _Region, grid: Grid, opts: SeedOptions) -> str:
-    """Non-empty when the region is a streak: within one slice, long and thin in-plane."""
-    if region.slices > 1 or len(region.points_mm) < 4:
-        return ""
-    _, values, _ = principal_line(region.points_mm, region.excess + 1e-9)
-    length = 4.0 * float(np.sqrt(max(values[0], 0.0)))
-    width = 4.0 * float(np.sqrt(max(values[1], 0.0)))
-    if length > 0.75 * opts.max_extent_mm and length > 4.0 * max(width, 1e-3):
-        return f"streak-like: one slice, {length:.0f} mm long, {width:.1f} mm wide"
-    return ""
-
-
-def _misfit(region: _Region, grid: Grid, elongation: float) -> float:
+def _misfit(region: Region, grid: Grid, elongation: float) -> float:
     """How far a whole region's elongation (largest minus second variance, mm^2) is from one seed's."""
     values = spread(region.points_mm, region.excess, grid)
     return abs(float(values[0] - values[1]) - elongation)
-
-
-def _chain_count(region: _Region, elongation: float, grid: Grid) -> int:
-    """Seeds end to end in a region, from its length: variance p^2 (n^2 - 1) / 12 + one seed's.
-
-    ``elongation`` is one seed's largest minus second variance in this scan (its marker's
-    length, blurred); the pitch p of touching seeds is their length.
-    """
-    values = spread(region.points_mm, region.excess, grid)
-    excess = max(0.0, float(values[0] - values[1]) - elongation)
-    return max(1, round(float(np.sqrt(1.0 + 12.0 * excess / SEED_LENGTH_MM**2))))
 
 
 def _orientation(
@@ -324,7 +129,7 @@ def _orientation(
     return result
 
 
-def _merge_fragments(regions: list[_Region], single: float, grid: Grid) -> list[_Region]:
+def _merge_fragments(regions: list[Region], single: float, grid: Grid) -> list[Region]:
     """Regions with a fragment of a seed merged into the touching region that completes it.
 
     On thick slices a seed straddling two slices can be cut by the basins (its halves peak
@@ -358,7 +163,7 @@ def _misfit_count(ratio: float) -> float:
     return abs(ratio - max(1, round(ratio)))
 
 
-def _merged(fragment: _Region, other: _Region, grid: Grid) -> _Region:
+def _merged(fragment: Region, other: Region, grid: Grid) -> Region:
     """The union of two touching regions (a voxel in both integration margins counted once)."""
     points = np.concatenate([other.points_mm, fragment.points_mm])
     excess = np.concatenate([other.excess, fragment.excess])
@@ -377,7 +182,7 @@ def _merged(fragment: _Region, other: _Region, grid: Grid) -> _Region:
     )  # fmt: skip
 
 
-def _single_elongation(regions: list[_Region], single: float, grid: Grid) -> float:
+def _single_elongation(regions: list[Region], single: float, grid: Grid) -> float:
     """One seed's largest minus second variance (mm^2): median over the regions of one seed's integral.
 
     It depends on where the seed's metal is (a marker rod shorter than the capsule) and on
@@ -389,18 +194,18 @@ def _single_elongation(regions: list[_Region], single: float, grid: Grid) -> flo
     return float(np.median([v[0] - v[1] for v in values]))
 
 
-def _singles(regions: list[_Region], single: float) -> list[_Region]:
+def _singles(regions: list[Region], single: float) -> list[Region]:
     """The regions holding one seed's integral (within 30 %): the scan's own single seeds."""
     return [r for r in regions if 0.7 <= r.integral / single <= 1.3]
 
 
-def _single_peak(regions: list[_Region], single: float) -> float:
+def _single_peak(regions: list[Region], single: float) -> float:
     """One seed's peak HU in this scan: the median over the regions of one seed's integral (0 if none)."""
     peaks = [r.peak_hu for r in _singles(regions, single)]
     return float(np.median(peaks)) if peaks else 0.0
 
 
-def _single_integral(regions: list[_Region], opts: SeedOptions) -> float:
+def _single_integral(regions: list[Region], opts: SeedOptions) -> float:
     if opts.single_seed_integral is not None:
         return opts.single_seed_integral
     integrals = np.array([r.integral for r in regions])
@@ -418,7 +223,7 @@ def _single_integral(regions: list[_Region], opts: SeedOptions) -> float:
 
 
 def _partition(
-    region: _Region, ratio: float, elongation: float, grid: Grid, opts: SeedOptions
+    region: Region, ratio: float, elongation: float, grid: Grid, opts: SeedOptions
 ) -> tuple[int, NDArray[np.int64], bool] | str:
     """How many seeds a region holds, each voxel's seed, and whether they are whole separate seeds.
 
@@ -431,7 +236,7 @@ def _partition(
     parts look most like one seed wins, and those parts are whole seeds (each shows its own
     axis).
     """
-    by_length = _chain_count(region, elongation, grid)
+    by_length = chain_count(region, elongation, grid)
     trust = _THICK_LENGTH_TRUST if thick_slices(grid, opts) else _LENGTH_TRUST
     trusted = by_length <= opts.max_cluster and ratio >= trust * by_length
     count = max(1, round(ratio), by_length if trusted else 1)
@@ -453,7 +258,7 @@ def _partition(
 
 
 def _seeds_of(
-    region: _Region, single: float, elongation: float, flat_mm: float, grid: Grid, opts: SeedOptions
+    region: Region, single: float, elongation: float, flat_mm: float, grid: Grid, opts: SeedOptions
 ) -> list[_Found] | str:
     ratio = region.integral / single
     if ratio < opts.min_fraction:
@@ -484,7 +289,7 @@ def _seeds_of(
     seeds = []
     axes = []
     whole = _orientation(region.points_mm, region.excess, grid, opts) if count > 1 else np.full(3, np.nan)
-    layout = _cluster_layout(region, count, elongation, grid, opts) if count > 1 and not separate else _APART
+    layout = cluster_layout(region, count, elongation, grid, opts) if count > 1 and not separate else APART
     if layout.kind == "side_or_chain" and layout.positions is not None:
         either_mm = abs(float((layout.positions[1] - layout.positions[0]) @ np.asarray(grid.axes[0]))) / 2
         confidence *= 0.9
@@ -530,7 +335,7 @@ class _Found(NamedTuple):
 
 
 def _along_slices(
-    seeds: list[DetectedSeed], region: _Region, layout: _Layout, flat_mm: float, grid: Grid, opts: SeedOptions
+    seeds: list[DetectedSeed], region: Region, layout: Layout, flat_mm: float, grid: Grid, opts: SeedOptions
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """A region's seeds on thick slices placed along the slice axis (:mod:`guidance.detection.along_slices`).
 
@@ -549,7 +354,7 @@ def _along_slices(
     positions = np.array([s.position_mm for s in seeds])
     if (len(seeds) == 1 or layout.kind == "side_by_side") and region.slice_sums is not None:
         centre = positions.mean(axis=0)
-        axis_mm = _in_plane_axis_mm(region, grid)
+        axis_mm = region_in_plane_axis_mm(region, grid)
         placed, uncertainty_mm = place_seed(centre, region.slice_sums, axis_in_plane_mm=axis_mm, grid=grid,
                                             **lengths)  # fmt: skip
         return positions + (placed - centre), np.full(len(seeds), uncertainty_mm)
@@ -599,139 +404,16 @@ def _finished(found: _Found) -> DetectedSeed:
     return seed
 
 
-class _Layout(NamedTuple):
-    """How a cluster's seeds lie: ``kind``, and their places by its model (None: the split's parts stand)."""
-
-    kind: str  # "side_by_side", "chain", "side_or_chain", "row" (in-plane), "stacked", "apart" or "mixed"
-    positions: NDArray[np.float64] | None = None
-
-
-_APART = _Layout("apart")
-
-
-def _cluster_layout(region: _Region, count: int, elongation: float, grid: Grid, opts: SeedOptions) -> _Layout:
-    """Where a split cluster's touching seeds lie by their model, or why the split's parts stand.
-
-    One seed long and several seeds heavy: side by side, a row a diameter apart, unless the
-    excess is longer in the slice plane than a seed (by a fifth): thick slices can hide a
-    chain's length along the slice axis, not in-plane (then "apart": the split's parts). As long
-    as its count with a pitch of touching seeds (up to 1.15 seed lengths): a chain, evenly
-    along its axis. Longer than that: "apart" (seeds apart, joined by blur or streaks: each
-    part is one, with its own axis); shorter: "mixed" (touching, in no single row: the parts
-    stand). Two steep seeds the thick slices show as well side by side as end to end
-    (:func:`_side_or_chain`): between the two ("side_or_chain").
-    """
-    if count == 2 and thick_slices(grid, opts) and _side_or_chain(region, grid):
-        # Between the two: half a seed length apart along the cluster's axis, a quarter of the
-        # pitch from either's places (side by side: together; end to end: a seed length apart).
-        half = end_to_end(region.points_mm, region.excess, count, grid, 0.5 * SEED_LENGTH_MM)
-        return _Layout("side_or_chain", half)
-    by_length = _chain_count(region, elongation, grid)
-    if by_length == 1 and _in_plane_length(region, grid) > 1.2 * SEED_LENGTH_MM:
-        # Longer in-plane than a seed: not side by side, whatever the slices show. On thick
-        # slices their spread hides the row from the 3-D axes (and may turn a split across it).
-        if thick_slices(grid, opts):
-            return _Layout("row", in_plane_row(region.points_mm, region.excess, count, grid))
-        return _APART
-    if by_length == 1:
-        row = side_by_side(region.points_mm, region.excess, count, grid, opts.seed_diameter_mm)
-        return _Layout("side_by_side", row)
-    if by_length < count:
-        return _Layout("mixed")
-    pitch = chain_pitch(region.points_mm, region.excess, count, grid, elongation)
-    chain = end_to_end(region.points_mm, region.excess, count, grid, max(pitch, 0.9 * SEED_LENGTH_MM))
-    across = _in_plane_axis_mm(region, grid) > _STACKED * _chain_in_plane_mm(chain, grid)
-    if across and thick_slices(grid, opts):
-        # Longer in the slice plane than seeds end to end along its axis can be: the seeds lie
-        # across it, one over another in consecutive slices (their pixels overlap in-plane).
-        return _Layout("stacked", stacked(region.points_mm, region.excess, count, grid))
-    if by_length > count or pitch > 1.15 * SEED_LENGTH_MM:
-        return _APART
-    return _Layout("chain", chain)
-
-
-def _side_or_chain(region: _Region, grid: Grid) -> bool:
-    """Whether two steep touching seeds may lie side by side or end to end: thick slices show either.
-
-    Two slices next to each other hold the excess (90% of it), each showing one seed's worth.
-    Side by side across their boundary, each slice sees half of both seeds; end to end
-    across it, each sees one seed and the two halves of the in-plane picture are the same.
-    Seeds end to end reach further along the slice axis, sqrt((2 L)^2 - l^2) for an in-plane
-    length l: they show only these two slices while the larger share is at most a slice's
-    thickness over that reach (plus 0.05 for the shares' noise). Only steep pairs (the region
-    and each of its two slices at most 0.6 seed lengths in-plane): flatter ones are far
-    likelier a chain, and seeds lying across the slices, stacked over one another, are long
-    in-plane in their slice.
-    """
-    if region.slice_sums is None:
-        return False
-    index, amplitude, _ = region.slice_sums.amplitudes()
-    shares = np.clip(amplitude, 0.0, None)
-    if len(shares) < 2 or not shares.sum() > 0:
-        return False
-    top = np.argsort(shares)[::-1][:2]
-    in_plane = _in_plane_axis_mm(region, grid)
-    steep_mm = _SIDE_OR_CHAIN_IN_PLANE * SEED_LENGTH_MM
-    if abs(int(index[top[0]]) - int(index[top[1]])) != 1 or in_plane > steep_mm:
-        return False
-    if shares[top].sum() < 0.9 * shares.sum():
-        return False
-    slice_of = slice_indices(region.points_mm, grid)
-    for k in index[top]:
-        own = slice_of == k
-        if not region.excess[own].sum() > 0:  # the slice's share is not the region's own pixels
-            return False
-        if in_plane_axis_mm(region.points_mm[own], region.excess[own], grid) > steep_mm:
-            return False
-    reach_mm = math.sqrt((2 * SEED_LENGTH_MM) ** 2 - in_plane**2)
-    return bool(shares[top[0]] / shares.sum() <= float(grid.spacing_mm[0]) / reach_mm + _SHARE_NOISE)
-
-
-def _chain_in_plane_mm(chain: NDArray[np.float64], grid: Grid) -> float:
-    """How long (k, 3) seeds end to end from ``chain[0]`` to ``chain[-1]`` are in the slice plane, mm.
-
-    k seed lengths times the sine of the chain's angle to the slice axis.
-    """
-    step = chain[-1] - chain[0]
-    length = float(np.linalg.norm(step))
-    if length == 0:
-        return 0.0
-    along = float(step @ np.asarray(grid.axes[0]))
-    sine = math.sqrt(max(0.0, 1.0 - (along / length) ** 2))
-    return len(chain) * SEED_LENGTH_MM * sine
-
-
-def _in_plane_length(region: _Region, grid: Grid) -> float:
-    """The excess's length in the slice plane: sqrt(12 x its largest in-plane variance), mm.
-
-    Each pixel's own extent is removed from the variance.
-
-    In-plane pixels resolve what thick slices do not: side-by-side seeds are never longer
-    in-plane than one seed, touching seeds end to end are unless their axis is steep.
-    """
-    return float(np.sqrt(12.0 * _in_plane_variances(region, grid)[-1]))
-
-
-def _in_plane_axis_mm(region: _Region, grid: Grid) -> float:
-    """The length of a seed's axis projected on the slice plane (:func:`in_plane_axis_mm`), mm."""
-    return in_plane_axis_mm(region.points_mm, region.excess, grid)
-
-
-def _flat_length_mm(regions: list[_Region], single: float, grid: Grid) -> float:
-    """How long a seed lying in the slice plane looks in this scan (:func:`_in_plane_axis_mm`), mm.
+def _flat_length_mm(regions: list[Region], single: float, grid: Grid) -> float:
+    """How long a seed lying in the slice plane looks in this scan (:func:`region_in_plane_axis_mm`), mm.
 
     The 90th percentile over the scan's single seeds, at least five of them (seeds lie at all
     angles; the metal inside the capsule may be shorter than its 4.5 mm); otherwise 4.5 mm.
     """
-    lengths = [_in_plane_axis_mm(r, grid) for r in _singles(regions, single)]
+    lengths = [region_in_plane_axis_mm(r, grid) for r in _singles(regions, single)]
     if len(lengths) < 5:
         return SEED_LENGTH_MM
     return max(float(np.percentile(lengths, 90.0)), 1.0)
-
-
-def _in_plane_variances(region: _Region, grid: Grid) -> NDArray[np.float64]:
-    """The excess's variances in the slice plane (:func:`in_plane_variances`), mm^2."""
-    return in_plane_variances(region.points_mm, region.excess, grid)
 
 
 def detect_seeds(
@@ -762,7 +444,7 @@ def detect_seeds(
     if exclude_mask is not None and np.shape(exclude_mask) != ct.shape:
         raise ValueError(f"exclude_mask has shape {np.shape(exclude_mask)}; the CT's shape is {ct.shape}")
     exclude = None if exclude_mask is None else np.asarray(exclude_mask, dtype=bool)
-    regions, rejected = _regions(ct, exclude, opts)
+    regions, rejected = candidate_regions(ct, exclude, opts)
     single = _single_integral(regions, opts)
     regions = _merge_fragments(regions, single, ct.grid)
     elongation = _single_elongation(regions, single, ct.grid) if regions else 0.0
