@@ -26,20 +26,26 @@ def centroid(points: NDArray[np.float64], weights: NDArray[np.float64]) -> NDArr
 
 
 def split(
-    points: NDArray[np.float64], weights: NDArray[np.float64], k: int, grid: Grid, elongation: float
-) -> tuple[NDArray[np.int64], float]:
+    points: NDArray[np.float64], weights: NDArray[np.float64], k: int, grid: Grid, elongation: float,
+    *, one_seed_long: bool = False,
+) -> tuple[NDArray[np.int64], float]:  # fmt: skip
     """Labels of the most seed-like partition: k-means, or equal-excess slabs across a principal axis.
 
     k-means prefers cutting side-by-side seeds across their length (the halves are more
     compact than the seeds), whatever its start; slabs across the second principal axis cut
     them apart. Each part of the right partition is one seed: its largest minus second
-    variance is near ``elongation``, a single seed's in this scan. Returns the labels and the
-    mean misfit of a part (mm^2).
+    variance is near ``elongation``, a single seed's in this scan. A cluster ``one_seed_long``
+    (its length counts one seed) holds seeds beside one another: only slabs across its second
+    and third axes are tried (a cut across its length makes halves of seeds, which streaks
+    and blur can make look as seed-like). Returns the labels and the mean misfit of a part (mm^2).
     """
     _, _, vectors = principal_line(points, weights + 1e-9)
     best: tuple[float, NDArray[np.int64]] | None = None
-    candidates = [_weighted_kmeans(points, weights, k, vectors[:, 0])]
-    candidates += [_slabs(points, weights, k, vectors[:, axis]) for axis in range(3)]
+    if one_seed_long:
+        candidates = [_slabs(points, weights, k, vectors[:, axis]) for axis in (1, 2)]
+    else:
+        candidates = [_weighted_kmeans(points, weights, k, vectors[:, 0])]
+        candidates += [_slabs(points, weights, k, vectors[:, axis]) for axis in range(3)]
     for labels in candidates:
         misfit = 0.0
         for j in range(k):

@@ -4,7 +4,9 @@ Method:
 
 1. Candidate points: voxels above ``metal_hu``, lowered in proportion on slices thicker
    than ``reference_slice_mm`` (partial volume), whose in-plane ring ``ring_mm`` away is
-   not mostly brighter than ``bone_hu`` (cortex, not metal). Needles fall in and out of
+   not mostly brighter than ``bone_hu`` or, on thinner slices, whose slices ``ring_mm``
+   above and below are not (cortex, not metal: a needle lying in a slice brightens its
+   ring there, bone goes on across the slices). Needles fall in and out of
    the level where they cross slices or dark streaks; gaps up to ``max_gap_mm`` are bridged.
 2. Lines: :func:`guidance.detection.lines.find_line_runs` (RANSAC on the points in
    LPS mm, refined by principal axes, cut at gaps; needles a few millimetres apart
@@ -111,17 +113,34 @@ def _ring_offsets(ct: Volume, radius_mm: float, count: int) -> NDArray[np.int64]
 
 
 def _bone_like(ct: Volume, index: NDArray[np.int64], opts: NeedleOptions) -> NDArray[np.bool_]:
-    """True for voxels whose in-plane ring (``ring_mm`` away, 8 directions) is mostly bone-bright.
+    """True for voxels with bone-bright tissue ``ring_mm`` away both in-plane and across the slices.
 
-    A needle voxel sees its own needle in at most two directions and soft tissue in the
-    others; a cortex voxel sees cortex along the bone's surface and cancellous bone inside.
+    In-plane, a cortex voxel sees cortex along the bone's surface and cancellous bone inside:
+    more than 3 of 8 directions above ``bone_hu``. So may a needle voxel: a needle lying in
+    the slice shows in the two ring directions nearest its axis too (22.5 degrees off it they
+    pass 1.2 mm from the axis, inside its blurred edge), and the streaks its own rays draw
+    run beside it in its slice. Neither reaches the slices ``ring_mm`` above and below, where
+    bone goes on (cortex is a surface, cancellous bone a volume): a voxel is bone-like when
+    one of those is above ``bone_hu`` too. A needle steep across the slices reaches them,
+    but it is a dot in-plane: its ring is tissue. On slices thicker than
+    ``reference_slice_mm`` the in-plane ring decides alone: the next slice may hold the rest
+    of a needle crossing between the two.
     """
     array = np.asarray(ct.array)
     offsets = _ring_offsets(ct, opts.ring_mm, 8)
     rows = np.clip(index[:, 1, None] + offsets[None, :, 0], 0, ct.shape[1] - 1)
     columns = np.clip(index[:, 2, None] + offsets[None, :, 1], 0, ct.shape[2] - 1)
     bright = np.count_nonzero(array[index[:, 0, None], rows, columns] > opts.bone_hu, axis=1)
-    result: NDArray[np.bool_] = bright > 3
+    if _thickness_ratio(ct, opts) > 1.0:
+        result: NDArray[np.bool_] = bright > 3
+        return result
+    step = max(1, round(opts.ring_mm / float(ct.spacing_mm[0])))
+    across = np.zeros(len(index), dtype=bool)
+    for sign in (-1, 1):
+        slices = index[:, 0] + sign * step
+        inside = (slices >= 0) & (slices < ct.shape[0])  # beyond the scan: no bone seen
+        across[inside] |= array[slices[inside], index[inside, 1], index[inside, 2]] > opts.bone_hu
+    result = (bright > 3) & across
     return result
 
 

@@ -244,7 +244,8 @@ def _partition(
         return f"{ratio:.1f} seeds' worth of metal in one region: not split (more than {opts.max_cluster})"
     if count == 1:
         return 1, np.zeros(len(region.points_mm), dtype=np.int64), False
-    labels, misfit = split(region.points_mm, region.excess, count, grid, elongation)
+    one_long = by_length == 1
+    labels, misfit = split(region.points_mm, region.excess, count, grid, elongation, one_seed_long=one_long)
     by_integral = max(1, round(ratio))
     if by_integral < count:
         fewer, fewer_misfit = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from guidance.detection.clusters import chain_pitch, end_to_end, in_plane_row, side_by_side, spread
+from guidance.detection.clusters import chain_pitch, end_to_end, in_plane_row, side_by_side, split, spread
 from guidance.volume import Grid
 
 
@@ -86,3 +86,23 @@ def test_a_chain_of_two_across_five_mm_slices_is_placed_by_its_in_plane_row() ->
     offset = placed[:, None, :] - truth[None, :, :]
     assert np.linalg.norm(offset[..., :2], axis=2).min(axis=0).max() < 0.5
     assert np.abs(offset[..., 2]).min(axis=0).max() < 2.5
+
+
+
+def test_a_cluster_one_seed_long_is_only_cut_beside_its_length() -> None:
+    """A cluster whose length counts one seed holds seeds beside one another: its split is only tried
+    between them (slabs across its second and third axes), never across its length, which makes
+    halves of seeds. Shown on two seeds end to end, which the full split cuts across the length."""
+    grid = _grid((0.7, 0.7, 1.0), (9, 24, 24))
+    centre = grid.index_to_patient(np.array([[4.0, 11.5, 11.5]]))[0]
+    axis = np.array([0.92, -0.2, 0.33]) / np.linalg.norm([0.92, -0.2, 0.33])
+    points, weights = _rods(grid, centre + np.outer([-2.25, 2.25], axis), axis, 4.5, 0.4)
+    single_points, single_weights = _rods(grid, centre[None, :], axis, 4.5, 0.4)
+    values = spread(single_points, single_weights, grid)
+    offsets = (points - centre) @ axis
+    elongation = float(values[0] - values[1])
+    for one_seed_long in (False, True):
+        labels, _ = split(points, weights, 2, grid, elongation, one_seed_long=one_seed_long)
+        along = np.abs([np.average(offsets[labels == k], weights=weights[labels == k]) for k in (0, 1)])
+        # Across the length: each part a seed, 2.25 mm from the centre; beside it: both near it.
+        assert np.all(along < 1.0) if one_seed_long else np.allclose(along, 2.25, atol=0.3)
