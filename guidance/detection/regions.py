@@ -8,7 +8,8 @@ background is the median HU of a shell around it (slice by slice on slices thick
 integration margin, not into another region's or a needle's voxels) is integrated in
 HU x mm^3. On thick slices a region also keeps how much of it each slice sees
 (:mod:`guidance.detection.slice_profile`). In-plane streak-like regions (one slice, long
-and thin) and bone fragments are rejected with their reason.
+and thin), bone fragments and, on thick slices, a needle's tail in the slice next to its
+mask are rejected with their reason.
 """
 
 from __future__ import annotations
@@ -121,6 +122,8 @@ def candidate_regions(
                       if k not in (0, number + 1)) if thick else frozenset(), sums, stack,
         )  # fmt: skip
         reason = _streak_like(region, grid, opts)
+        if not reason and thick and exclude is not None and near:
+            reason = _needle_tail(values, own, exclude[grown], clipped)
         peak_hu = float(values[core].max())
         if not reason and peak_hu <= bone_peak_hu and large[grown].any():
             reason = f"bone fragment: peak {peak_hu:.0f} HU beside bone, not above its {bone_peak_hu:.0f} HU"
@@ -129,6 +132,32 @@ def candidate_regions(
         else:
             regions.append(region)
     return regions, rejected
+
+
+def _needle_tail(
+    values: NDArray[np.float32],
+    own: NDArray[np.bool_],
+    needle: NDArray[np.bool_],
+    excess: NDArray[np.float64],
+) -> str:
+    """Non-empty when a region is a needle seen in the next thick slice, not a seed.
+
+    A needle near the boundary between two thick slices shows in both (partial volume and
+    the slice profile's tails); its mask, drawn about the axis found on the slices, may cover
+    only the brighter one. Over most of the region's excess (half of it) the next slice at
+    the same pixel is a needle's voxel and brighter: the region is that needle's tail. A seed
+    in the next slice over a needle is the brighter of the two where it lies.
+    """
+    explained = np.zeros(own.shape, dtype=bool)
+    for shift in (-1, 1):
+        source = slice(max(0, -shift), own.shape[0] - max(0, shift))
+        target = slice(max(0, shift), own.shape[0] - max(0, -shift))
+        explained[source] |= needle[target] & (values[target] > values[source])
+    weight = float(excess[own].sum())
+    share = float(excess[own & explained].sum()) / weight if weight > 0 else 0.0
+    if share < 0.5:
+        return ""
+    return f"a needle's tail in the next slice: {share:.0%} of it lies by the needle's brighter voxels there"
 
 
 def _slice_backgrounds(
