@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["LineRun", "bridge_runs", "find_line_runs", "principal_line"]
+__all__ = ["LineRun", "bridge_runs", "find_line_runs", "principal_line", "refit_on"]
 
 _SCORE_POINTS = 1500
 _BATCH = 50
@@ -291,3 +291,16 @@ def _refit(run: LineRun, points_mm: NDArray[np.float64]) -> LineRun:
     along = np.concatenate([(points - centre) @ direction, (ends - centre) @ direction])
     rms = float(np.sqrt(np.mean(_distance_to_line(points, centre, direction) ** 2)))
     return LineRun(centre, direction, float(along.min()), float(along.max()), rms, points, run.shell_ratio)
+
+
+def refit_on(run: LineRun, points_mm: NDArray[np.float64], inlier_mm: float) -> LineRun:
+    """``run`` refitted on those of ``points_mm`` within ``inlier_mm`` of its segment."""
+    along = (points_mm - run.centre_mm) @ run.direction
+    near = (
+        (_distance_to_line(points_mm, run.centre_mm, run.direction) <= inlier_mm)
+        & (along >= run.start_mm)
+        & (along <= run.stop_mm)
+    )
+    if np.count_nonzero(near) < 3:
+        return run
+    return _refit(replace(run, points_mm=points_mm[near]), np.zeros((0, 3)))

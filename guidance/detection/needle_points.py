@@ -16,7 +16,10 @@ from guidance.detection.lines import LineRun
 from guidance.detection.result import NeedleOptions
 from guidance.volume import Volume
 
-__all__ = ["candidate_points", "metal_level_hu", "needle_like", "sample", "surroundings", "thickness_ratio"]
+__all__ = [
+    "candidate_points", "metal_level_hu", "needle_like", "sample", "surroundings", "thickness_ratio",
+    "within_slices",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +92,25 @@ def candidate_points(ct: Volume, opts: NeedleOptions) -> NDArray[np.float64]:
     if len(index):
         index = index[~_bone_like(ct, index, opts)]
     return ct.index_to_patient(index.astype(np.float64)) if len(index) else np.zeros((0, 3))
+
+
+def within_slices(ct: Volume, points_mm: NDArray[np.float64], opts: NeedleOptions) -> NDArray[np.bool_]:
+    """True for points whose slices ``ring_mm`` above and below are both tissue (under ``bone_hu``).
+
+    A needle lying in a slice is confined to it: there the slices a few millimetres away
+    hold tissue. Bone goes on across the slices; at the scan's first and last slices it
+    cannot be told, and the point is not taken.
+    """
+    index = np.rint(ct.patient_to_index(points_mm)).astype(np.int64)
+    step = max(1, round(opts.ring_mm / float(ct.spacing_mm[0])))
+    array = np.asarray(ct.array)
+    clear = np.ones(len(index), dtype=bool)
+    for sign in (-1, 1):
+        slices = index[:, 0] + sign * step
+        inside = (slices >= 0) & (slices < ct.shape[0])
+        clear &= inside
+        clear[inside] &= array[slices[inside], index[inside, 1], index[inside, 2]] <= opts.bone_hu
+    return clear
 
 
 def _ring(direction: NDArray[np.float64], radius_mm: float, count: int) -> NDArray[np.float64]:

@@ -261,6 +261,9 @@ class NeedleOptions:
     min_entering_mm, skin_reach_mm : float
         A straight run shorter than ``min_length_mm`` (but at least ``min_entering_mm``) is
         a needle being inserted when its outer end is within ``skin_reach_mm`` of the skin.
+    dimmed_fraction : float
+        Needles lying in a slice darken themselves (their own rays' deficit): the points no
+        needle explains are searched again from this fraction of the metal level (1: not).
     """
 
     metal_hu: float = 1500.0
@@ -280,6 +283,7 @@ class NeedleOptions:
     max_needles: int = 40
     min_entering_mm: float = 8.0
     skin_reach_mm: float = 3.0
+    dimmed_fraction: float = 0.6
 
     def __post_init__(self) -> None:
         _check_positive("NeedleOptions", {
@@ -292,6 +296,8 @@ class NeedleOptions:
         })  # fmt: skip
         if not self.min_continuity <= 1.0:
             raise ValueError(f"NeedleOptions.min_continuity must be within (0, 1]; got {self.min_continuity}")
+        if not 0.0 < self.dimmed_fraction <= 1.0:
+            raise ValueError(f"NeedleOptions.dimmed_fraction must be in (0, 1]; got {self.dimmed_fraction}")
         for name in ("metal_hu", "body_hu", "bone_hu"):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"NeedleOptions.{name} must be finite; got {getattr(self, name)}")

@@ -186,14 +186,24 @@ def test_dense_implant_max_position_error_on_three_mm_slices() -> None:
     assert max(_dense(needles=False, thicknesses=(3.0,)).position_errors_mm) <= 1.0
 
 
+def test_dense_implant_needles_simulator() -> None:
+    """The simulator's needles lying in one slice, on 1-2 mm: its streak model's beam hardening
+    saturates a measured metal line integral at 1, so the rays along each needle (steel line
+    integral ~20) lose ~19 and the needles show 1100-2000 HU along their length, under the
+    metal level: they are found by the second search from 0.6 of it (none were found)."""
+    tally = _dense(renderer="simulator", needles=True, thicknesses=(1.0, 2.0))
+    assert len(tally.tip_errors_mm) == 16 and tally.false_needles == 0
+    assert max(tally.tip_errors_mm) <= 1.0 and max(tally.angle_errors_deg) <= 1.0
+    assert tally.sensitivity >= 0.995 and tally.precision >= 0.995
+
+
 @pytest.mark.xfail(
     strict=True,
-    reason="simulator, needles in one slice along their length: the default streak model's beam hardening "
-    "saturates a measured metal line integral at 1 (kappa 1), so the rays along each needle (steel line "
-    "integral ~20) lose ~19 and the needles show 1100-2000 HU along their length: none found on 1-2 mm",
+    reason="simulator, needles in one 3 mm slice: one tip 8.9 mm off, and 9 of the 80 seeds (the rows "
+    "between two needles, darkened to 1000-1200 HU on a background raised to 500 HU) are missed",
 )
-def test_dense_implant_needles_simulator() -> None:
-    tally = _dense(renderer="simulator", needles=True)
-    assert len(tally.tip_errors_mm) == 24 and tally.false_needles == 0
+def test_dense_implant_needles_simulator_three_mm() -> None:
+    tally = _dense(renderer="simulator", needles=True, thicknesses=(3.0,))
+    assert len(tally.tip_errors_mm) == 8 and tally.false_needles == 0
     assert max(tally.tip_errors_mm) <= 1.0 and max(tally.angle_errors_deg) <= 1.0
     assert tally.sensitivity >= 0.995 and tally.precision >= 0.995
