@@ -84,11 +84,16 @@ def _bone_like(ct: Volume, index: NDArray[np.int64], opts: NeedleOptions) -> NDA
     return result
 
 
-def candidate_points(ct: Volume, opts: NeedleOptions) -> NDArray[np.float64]:
-    """Centres (LPS mm) of the voxels above the metal level that are not bone-like."""
-    array = np.asarray(ct.array)
-    flat = np.flatnonzero(array.reshape(-1) > metal_level_hu(ct, opts))
-    index = np.stack(np.unravel_index(flat, array.shape), axis=1).astype(np.int64)
+def candidate_points(
+    ct: Volume, opts: NeedleOptions, *, below_hu: float | None = None
+) -> NDArray[np.float64]:
+    """Centres (LPS mm) of the voxels above the metal level (under ``below_hu``) that are not bone-like."""
+    array = np.asarray(ct.array).reshape(-1)
+    above = array > metal_level_hu(ct, opts)
+    if below_hu is not None:
+        above &= array < below_hu
+    flat = np.flatnonzero(above)
+    index = np.stack(np.unravel_index(flat, ct.shape), axis=1).astype(np.int64)
     if len(index):
         index = index[~_bone_like(ct, index, opts)]
     return ct.index_to_patient(index.astype(np.float64)) if len(index) else np.zeros((0, 3))

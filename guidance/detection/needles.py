@@ -314,16 +314,20 @@ def _darkened(
     if opts.dimmed_fraction >= 1.0 or len(runs) >= opts.max_needles or thickness_ratio(ct, opts) > 1.0:
         return []
     lower = replace(opts, metal_hu=opts.dimmed_fraction * opts.metal_hu)
-    points = candidate_points(ct, lower)
-    points = points[_unexplained(points, runs, opts, max_gap_mm)]
-    points = points[within_slices(ct, points, opts)]
-    dimmed = sample(ct, points) < metal_level_hu(ct, opts)
-    if np.count_nonzero(dimmed) < 6:
+
+    def left(points: NDArray[np.float64]) -> NDArray[np.float64]:
+        return points[_unexplained(points, runs, opts, max_gap_mm) & within_slices(ct, points, opts)]
+
+    dimmed = left(candidate_points(ct, lower, below_hu=metal_level_hu(ct, opts)))
+    if len(dimmed) < 6:
         return []
     found = find_line_runs(
-        points[dimmed], min_length_mm=opts.min_length_mm, inlier_mm=opts.inlier_mm, max_gap_mm=max_gap_mm,
+        dimmed, min_length_mm=opts.min_length_mm, inlier_mm=opts.inlier_mm, max_gap_mm=max_gap_mm,
         trials=opts.ransac_trials, random_seed=opts.random_seed, max_lines=opts.max_needles - len(runs),
     )  # fmt: skip
+    if not found:
+        return []
+    points = left(candidate_points(ct, lower))
     found = [refit_on(run, points, opts.inlier_mm) for run in found]
     normal = np.asarray(ct.grid.axes[0], dtype=np.float64)
     in_slice = [r for r in found if abs(float(r.direction @ normal)) * 0.5 * opts.min_length_mm
