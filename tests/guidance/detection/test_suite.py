@@ -199,11 +199,22 @@ def test_dense_implant_needles_simulator() -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="simulator, needles in one 3 mm slice: one tip 8.9 mm off, and 9 of the 80 seeds (the rows "
-    "between two needles, darkened to 1000-1200 HU on a background raised to 500 HU) are missed",
+    reason="simulator, needles in one 3 mm slice (the second search runs on slices up to 2 mm): 4 of 8 "
+    "needles found, tips up to 9.2 mm off; 73 of 80 seeds (the rows between two needles are darkened to "
+    "1000-1200 HU on a background raised to 500 HU) and 6 false ones",
 )
 def test_dense_implant_needles_simulator_three_mm() -> None:
     tally = _dense(renderer="simulator", needles=True, thicknesses=(3.0,))
     assert len(tally.tip_errors_mm) == 8 and tally.false_needles == 0
     assert max(tally.tip_errors_mm) <= 1.0 and max(tally.angle_errors_deg) <= 1.0
     assert tally.sensitivity >= 0.995 and tally.precision >= 0.995
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="simulator, needles in one 1 mm slice: the streaks they draw beside the seed rows tilt the "
+    "seeds' measured axes, up to 15.9 degrees (14 of 80 beyond 7; without the needles at most 10)",
+)
+def test_dense_implant_needles_simulator_orientation() -> None:
+    tally = _dense(renderer="simulator", needles=True, thicknesses=(1.0,))
+    assert len(tally.orientation_errors_deg) >= 60 and max(tally.orientation_errors_deg) <= 10.0
