@@ -70,7 +70,7 @@ from numpy.typing import NDArray
 from guidance import __version__
 from guidance.detection.along_slices import chains, in_plane_axis, on_strand_line, place_parts, place_seed
 from guidance.detection.candidates import SEED_LENGTH_MM, thick_slices, threshold_level_hu
-from guidance.detection.clusters import centroid, split, spread
+from guidance.detection.clusters import centroid, slice_indices, split, spread
 from guidance.detection.layouts import APART, Layout, chain_count, cluster_layout, region_in_plane_axis_mm
 from guidance.detection.regions import Region, candidate_regions
 from guidance.detection.result import SEED_STAGE, DetectedSeed, SeedDetection, SeedOptions
@@ -284,6 +284,9 @@ def _seeds_of(
     if region.background_sd > opts.streak_sd_hu:
         confidence *= 0.85
         reasons.append(f"streaks around it (background sd {region.background_sd:.0f} HU)")
+    if _at_scan_end(region, grid):
+        confidence *= 0.8
+        reasons.append("in the scan's first or last slice: it may go on beyond the range (it may be a needle's tip)")
     if count > 1:
         confidence *= 0.8
         reasons.append(f"split from a cluster of {count}")
@@ -324,6 +327,19 @@ def _seeds_of(
         positions, uncertainties = _along_slices(seeds, region, layout, flat_mm, grid, opts)
         seeds = [replace(seed, position_mm=p) for seed, p in zip(seeds, positions, strict=True)]
     return [_Found(*each, along) for each in zip(seeds, axes, uncertainties, strict=True)]
+
+
+def _at_scan_end(region: Region, grid: Grid) -> bool:
+    """Whether a quarter of the region's excess lies in the scan's first or last slice.
+
+    The scan shows only the part of it within the range: a needle coming in from beyond it
+    with its tip a few millimetres inside looks like a seed there (one seed long, one or
+    two seeds' worth of steel).
+    """
+    slice_of = slice_indices(region.points_mm, grid)
+    end = (slice_of == 0) | (slice_of == grid.shape[0] - 1)
+    total = float(region.excess.sum())
+    return total > 0 and float(region.excess[end].sum()) >= 0.25 * total
 
 
 class _Found(NamedTuple):

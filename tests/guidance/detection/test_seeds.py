@@ -224,6 +224,24 @@ def test_a_needle_across_thick_slices_is_not_taken_for_seeds_in_the_next_slice(s
     assert any("a needle's tail in the next slice" in why for _, why in found.rejected)
 
 
+def test_metal_in_the_scans_end_slice_says_it_may_go_on_beyond_the_range() -> None:
+    """The second scan of the simulated 'cold-spot' procedure: a needle comes in from beyond the
+    scanned range with its last 5 mm in the last slice, too short for a needle; it is taken for
+    two seeds. They say that they lie in the scan's end slice and may go on beyond it, with a
+    lower confidence; the four seeds inside the range do not."""
+    from guidance.detection import detect_needles, needle_mask
+
+    rendered = scenes.procedure_scan("cold-spot", 1)
+    volume = rendered.volume
+    found = detect_seeds(volume, exclude_mask=needle_mask(detect_needles(volume), volume.grid))
+    truth = np.array(rendered.truth.seeds_scan_mm).reshape(-1, 3)
+    at_end = ["first or last slice" in " ".join(seed.reasons) for seed in found.seeds]
+    true = [float(np.linalg.norm(truth - seed.position_mm, axis=1).min()) < 1.0 for seed in found.seeds]
+    assert len(truth) == 4 and sum(true) == 4 and len(found.seeds) == 6
+    assert at_end == [not t for t in true]
+    assert all(seed.confidence < 0.5 for seed, end in zip(found.seeds, at_end, strict=True) if end)
+
+
 def test_background_is_taken_slice_by_slice() -> None:
     """Seeds in one 5 mm slice, the next slice 150 HU brighter (other tissue): not pulled towards it."""
     rng = np.random.default_rng(4)
