@@ -265,7 +265,7 @@ def detect_needles(ct: Volume, *, options: NeedleOptions | None = None) -> Needl
     runs = _bridged(ct, runs, opts, max_gap_mm)
     runs += _darkened(ct, runs, opts, max_gap_mm, notes)
     needles: tuple[DetectedNeedle, ...] = ()
-    if len(points) >= 6:  # fewer make no line: a scan without metal needs no body mask
+    if runs or len(points) >= 6:  # fewer make no line: a scan without metal needs no body mask
         body, steps = body_mask(ct, body_hu=opts.body_hu)
         runs += _entering(ct, points, runs, (body, steps), opts, max_gap_mm, notes)
         if runs and not body.any():

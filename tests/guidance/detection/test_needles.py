@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 
 from guidance.detection import NeedleDetection, NeedleOptions, detect_needles, detect_seeds, needle_mask
 from guidance.volume import Volume
@@ -271,12 +272,11 @@ def test_needles_of_a_simulated_low_dose_scan_with_heavy_streaks() -> None:
         assert np.degrees(np.arccos(min(1.0, abs(float(needle.direction @ axis))))) < 2.0
 
 
-@pytest.mark.parametrize("angle_deg", [0.0, 22.5, 40.0])
-def test_a_needle_lying_in_a_slice_beside_its_streaks_is_not_bone(angle_deg: float) -> None:
-    """A needle 40 mm long in one 1 mm slice (0.7 mm pixels) at any in-plane angle, with the bright
-    bands its own rays draw beside it (+500 HU, 2-4 mm from its axis, in its slice only), is found.
-    A bone through every slice (a tube of cortex at 1800 HU around marrow) is not a needle.
-    """
+def _needle_in_a_slice(angle_deg: float, peak_hu: float, *, bone: bool) -> tuple[Volume, NDArray[np.float64]]:
+    """A needle 40 mm long in one 1 mm slice (0.7 mm pixels), peaking at ``peak_hu``, with the
+    bright bands its own rays draw beside it (+500 HU, 2-4 mm from its axis, in its slice only);
+    with ``bone``, a bone through every slice (a tube of 2 mm of cortex at 1800 HU around marrow,
+    20 mm across). Returns the volume and the needle's two ends (LPS mm)."""
     rng = np.random.default_rng(5)
     image = rng.normal(40.0, 12.0, (12, 160, 160)).astype(np.float32)
     rows, columns = np.mgrid[0:160, 0:160] * 0.7
@@ -286,23 +286,40 @@ def test_a_needle_lying_in_a_slice_beside_its_streaks_is_not_bone(angle_deg: flo
     along = offset @ direction
     across = np.abs(offset @ np.array([-direction[1], direction[0]]))
     inside = (along >= 0.0) & (along <= 40.0)
-    image[6] += np.where(inside, 2600.0 * np.exp(-(across**2) / (2 * 0.7**2)), 0.0).astype(np.float32)
+    image[6] += np.where(inside, peak_hu * np.exp(-(across**2) / (2 * 0.7**2)), 0.0).astype(np.float32)
     image[6] += np.where((across > 2.0) & (across < 4.0), 500.0, 0.0).astype(np.float32)
-    # A bone through every slice: a tube of 2 mm of cortex around marrow, 20 mm across.
-    radius = np.hypot(rows - 90.0, columns - 70.0)
-    image[:, radius <= 10.0] = np.where(radius[radius <= 10.0] <= 8.0, 400.0, 1800.0)
+    if bone:
+        radius = np.hypot(rows - 90.0, columns - 70.0)
+        image[:, radius <= 10.0] = np.where(radius[radius <= 10.0] <= 8.0, 400.0, 1800.0)
     affine = np.eye(4)
     affine[:3, :3] = np.array([[0.0, 0.0, 0.7], [0.0, 0.7, 0.0], [1.0, 0.0, 0.0]])
     volume = Volume(image, affine)
-    found = detect_needles(volume)
     ends_index = np.array([[6.0, *start / 0.7], [6.0, *(start + 40.0 * direction) / 0.7]])
-    ends = volume.grid.index_to_patient(ends_index)
+    return volume, volume.grid.index_to_patient(ends_index)
+
+
+def _ends_error_mm(found: NeedleDetection, ends: NDArray[np.float64]) -> float:
+    """How far the one needle found ends from ``ends``; no skin here to tell the entry, either way round."""
     assert len(found.needles) == 1
-    needle = found.needles[0]
-    # No skin in this phantom to tell the entry: either end may be taken for the tip.
-    found_ends = np.array([needle.entry_mm, needle.tip_mm])
-    errors = [float(np.linalg.norm(pair - ends, axis=1).max()) for pair in (found_ends, found_ends[::-1])]
-    assert min(errors) < 1.0
+    found_ends = np.array([found.needles[0].entry_mm, found.needles[0].tip_mm])
+    return min(float(np.linalg.norm(pair - ends, axis=1).max()) for pair in (found_ends, found_ends[::-1]))
+
+
+@pytest.mark.parametrize(
+    ("angle_deg", "peak_hu"), [(0.0, 2600.0), (22.5, 2600.0), (40.0, 2600.0), (22.5, 1300.0)]
+)
+def test_a_needle_lying_in_a_slice_beside_its_streaks_is_not_bone(angle_deg: float, peak_hu: float) -> None:
+    """Found at any in-plane angle, also when its streaks darken it to 1300 HU, under the metal level
+    all along (the second search); the bone is not a needle."""
+    volume, ends = _needle_in_a_slice(angle_deg, peak_hu, bone=True)
+    assert _ends_error_mm(detect_needles(volume), ends) < 1.0
+
+
+def test_a_scan_whose_only_metal_is_a_darkened_needle() -> None:
+    """No voxel reaches the metal level (fewer than 6 points for a line): the needle the second
+    search finds is still measured."""
+    volume, ends = _needle_in_a_slice(10.0, 1300.0, bone=False)
+    assert _ends_error_mm(detect_needles(volume), ends) < 1.0
 
 
 def test_a_needle_darkened_by_its_own_streaks_is_found_from_a_lower_level() -> None:
