@@ -74,13 +74,25 @@ def _bone_like(ct: Volume, index: NDArray[np.int64], opts: NeedleOptions) -> NDA
     if thickness_ratio(ct, opts) > 1.0:
         result: NDArray[np.bool_] = bright > 3
         return result
-    step = max(1, round(opts.ring_mm / float(ct.spacing_mm[0])))
     across = np.zeros(len(index), dtype=bool)
+    for inside, values in _slices_away(ct, index, opts):  # beyond the scan: no bone seen
+        across[inside] |= values > opts.bone_hu
+    result = (bright > 3) & across
+    return result
+
+
+def _slices_away(
+    ct: Volume, index: NDArray[np.int64], opts: NeedleOptions
+) -> list[tuple[NDArray[np.bool_], NDArray[np.float64]]]:
+    """At the same pixels ``ring_mm`` below and above (at least a slice): which lie in the scan, their HU."""
+    step = max(1, round(opts.ring_mm / float(ct.spacing_mm[0])))
+    array = np.asarray(ct.array)
+    result = []
     for sign in (-1, 1):
         slices = index[:, 0] + sign * step
-        inside = (slices >= 0) & (slices < ct.shape[0])  # beyond the scan: no bone seen
-        across[inside] |= array[slices[inside], index[inside, 1], index[inside, 2]] > opts.bone_hu
-    result = (bright > 3) & across
+        inside = (slices >= 0) & (slices < ct.shape[0])
+        values = array[slices[inside], index[inside, 1], index[inside, 2]].astype(np.float64)
+        result.append((inside, values))
     return result
 
 
@@ -103,18 +115,14 @@ def within_slices(ct: Volume, points_mm: NDArray[np.float64], opts: NeedleOption
     """True for points whose slices ``ring_mm`` above and below are both tissue (under ``bone_hu``).
 
     A needle lying in a slice is confined to it: there the slices a few millimetres away
-    hold tissue. Bone goes on across the slices; at the scan's first and last slices it
+    hold tissue. Bone goes on across the slices. Where those slices lie beyond the scan it
     cannot be told, and the point is not taken.
     """
     index = np.rint(ct.patient_to_index(points_mm)).astype(np.int64)
-    step = max(1, round(opts.ring_mm / float(ct.spacing_mm[0])))
-    array = np.asarray(ct.array)
     clear = np.ones(len(index), dtype=bool)
-    for sign in (-1, 1):
-        slices = index[:, 0] + sign * step
-        inside = (slices >= 0) & (slices < ct.shape[0])
+    for inside, values in _slices_away(ct, index, opts):
         clear &= inside
-        clear[inside] &= array[slices[inside], index[inside, 1], index[inside, 2]] <= opts.bone_hu
+        clear[inside] &= values <= opts.bone_hu
     return clear
 
 

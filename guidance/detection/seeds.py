@@ -286,7 +286,7 @@ def _seeds_of(
         reasons.append(f"streaks around it (background sd {region.background_sd:.0f} HU)")
     if _at_scan_end(region, grid):
         confidence *= 0.8
-        reasons.append("in the scan's first or last slice: it may go on beyond the range (it may be a needle's tip)")
+        reasons.append("in the scan's first or last slice: it may go on beyond the range (a needle's tip)")
     if count > 1:
         confidence *= 0.8
         reasons.append(f"split from a cluster of {count}")
