@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["LineRun", "bridge_runs", "find_line_runs", "principal_line", "refit_on"]
+__all__ = ["LineRun", "bridge_runs", "find_line_runs", "near_run", "principal_line", "refit_on"]
 
 _SCORE_POINTS = 1500
 _BATCH = 50
@@ -266,13 +266,7 @@ def bridge_runs(
     kept: list[LineRun] = []
     for run in extended:
         for i, other in enumerate(kept):
-            along = (run.points_mm - other.centre_mm) @ other.direction
-            within = (
-                (_distance_to_line(run.points_mm, other.centre_mm, other.direction) <= inlier_mm)
-                & (along >= other.start_mm - inlier_mm)
-                & (along <= other.stop_mm + inlier_mm)
-            )
-            if np.mean(within) < 0.5:
+            if np.mean(near_run(other, run.points_mm, reach_mm=inlier_mm, margin_mm=inlier_mm)) < 0.5:
                 continue
             if abs(float(run.direction @ other.direction)) >= np.cos(np.radians(max_angle_deg)):
                 kept[i] = _refit(other, run.points_mm)
@@ -293,14 +287,22 @@ def _refit(run: LineRun, points_mm: NDArray[np.float64]) -> LineRun:
     return LineRun(centre, direction, float(along.min()), float(along.max()), rms, points, run.shell_ratio)
 
 
+def near_run(
+    run: LineRun, points_mm: NDArray[np.float64], *, reach_mm: float, margin_mm: float = 0.0
+) -> NDArray[np.bool_]:
+    """Which points lie within ``reach_mm`` of the run's axis, between its ends (``margin_mm`` beyond)."""
+    along = (points_mm - run.centre_mm) @ run.direction
+    near: NDArray[np.bool_] = (
+        (_distance_to_line(points_mm, run.centre_mm, run.direction) <= reach_mm)
+        & (along >= run.start_mm - margin_mm)
+        & (along <= run.stop_mm + margin_mm)
+    )
+    return near
+
+
 def refit_on(run: LineRun, points_mm: NDArray[np.float64], inlier_mm: float) -> LineRun:
     """``run`` refitted on those of ``points_mm`` within ``inlier_mm`` of its segment."""
-    along = (points_mm - run.centre_mm) @ run.direction
-    near = (
-        (_distance_to_line(points_mm, run.centre_mm, run.direction) <= inlier_mm)
-        & (along >= run.start_mm)
-        & (along <= run.stop_mm)
-    )
+    near = near_run(run, points_mm, reach_mm=inlier_mm)
     if np.count_nonzero(near) < 3:
         return run
     return _refit(replace(run, points_mm=points_mm[near]), np.zeros((0, 3)))

@@ -49,7 +49,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from guidance import __version__
-from guidance.detection.lines import LineRun, bridge_runs, find_line_runs, refit_on
+from guidance.detection.lines import LineRun, bridge_runs, find_line_runs, near_run, refit_on
 from guidance.detection.needle_points import (
     candidate_points,
     metal_level_hu,
@@ -284,11 +284,7 @@ def _unexplained(
     """The points no run explains: beyond twice the inlier distance from each, or past its ends and gaps."""
     leftover = np.ones(len(points), dtype=bool)
     for run in runs:
-        offset = points - run.centre_mm
-        along = offset @ run.direction
-        across = np.linalg.norm(offset - np.outer(along, run.direction), axis=1)
-        leftover &= ~((across <= 2.0 * opts.inlier_mm) & (along >= run.start_mm - max_gap_mm)
-                      & (along <= run.stop_mm + max_gap_mm))  # fmt: skip
+        leftover &= ~near_run(run, points, reach_mm=2.0 * opts.inlier_mm, margin_mm=max_gap_mm)
     return leftover
 
 
