@@ -25,6 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from guidance.detection.clusters import centroid
+from guidance.detection.lines import principal_line
 from guidance.detection.slice_profile import SliceStack, SliceSums, offset_in_slice_mm
 from guidance.volume import Grid
 
@@ -259,9 +260,8 @@ def on_strand_line(
     normal = np.asarray(grid.axes[0], dtype=np.float64)
     along = positions_mm @ normal
     in_plane = positions_mm - np.outer(along, normal)
-    centred = in_plane - in_plane.mean(axis=0)
-    direction = np.linalg.svd(centred, full_matrices=False)[2][0]
-    design = np.stack([centred @ direction, np.ones(len(positions_mm))], axis=1)
+    centre, _, vectors = principal_line(in_plane)
+    design = np.stack([(in_plane - centre) @ vectors[:, 0], np.ones(len(positions_mm))], axis=1)
     line = design @ np.linalg.lstsq(design, along, rcond=None)[0]
     moved: NDArray[np.float64] = positions_mm + np.outer(line - along, normal)
     shift: NDArray[np.float64] = line - along
@@ -270,6 +270,6 @@ def on_strand_line(
 
 def _lateral_mm(points_mm: NDArray[np.float64]) -> float:
     """The largest distance of (n, 3) points from their principal line, mm."""
-    centred = points_mm - points_mm.mean(axis=0)
-    direction = np.linalg.svd(centred, full_matrices=False)[2][0]
+    centre, _, vectors = principal_line(points_mm)
+    centred, direction = points_mm - centre, vectors[:, 0]
     return float(np.max(np.linalg.norm(centred - np.outer(centred @ direction, direction), axis=1)))
