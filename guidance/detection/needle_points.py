@@ -16,10 +16,7 @@ from guidance.detection.lines import LineRun
 from guidance.detection.result import NeedleOptions
 from guidance.volume import Volume
 
-__all__ = [
-    "candidate_points", "metal_level_hu", "needle_like", "sample", "surroundings", "thickness_ratio",
-    "within_slices",
-]
+__all__ = ["candidate_points", "metal_level_hu", "needle_like", "sample", "surroundings", "thickness_ratio"]
 
 logger = logging.getLogger(__name__)
 
@@ -97,9 +94,16 @@ def _slices_away(
 
 
 def candidate_points(
-    ct: Volume, opts: NeedleOptions, *, below_hu: float | None = None
+    ct: Volume, opts: NeedleOptions, *, below_hu: float | None = None, confined: bool = False
 ) -> NDArray[np.float64]:
-    """Centres (LPS mm) of the voxels above the metal level (under ``below_hu``) that are not bone-like."""
+    """Centres (LPS mm) of the voxels above the metal level (under ``below_hu``) that are not bone-like.
+
+    ``confined``: only the voxels whose slices ``ring_mm`` above and below are both tissue
+    (under ``bone_hu``), as a needle lying in a slice is; bone goes on across the slices.
+    Where those slices lie beyond the scan it cannot be told, and the voxel is not taken.
+    That test replaces the bone test, which it implies on thin slices; on thick ones the
+    in-plane ring alone would take a needle beside seeds or its own streaks for bone.
+    """
     array = np.asarray(ct.array).reshape(-1)
     above = array > metal_level_hu(ct, opts)
     if below_hu is not None:
@@ -107,18 +111,12 @@ def candidate_points(
     flat = np.flatnonzero(above)
     index = np.stack(np.unravel_index(flat, ct.shape), axis=1).astype(np.int64)
     if len(index):
-        index = index[~_bone_like(ct, index, opts)]
+        index = index[_confined(ct, index, opts) if confined else ~_bone_like(ct, index, opts)]
     return ct.index_to_patient(index.astype(np.float64)) if len(index) else np.zeros((0, 3))
 
 
-def within_slices(ct: Volume, points_mm: NDArray[np.float64], opts: NeedleOptions) -> NDArray[np.bool_]:
-    """True for points whose slices ``ring_mm`` above and below are both tissue (under ``bone_hu``).
-
-    A needle lying in a slice is confined to it: there the slices a few millimetres away
-    hold tissue. Bone goes on across the slices. Where those slices lie beyond the scan it
-    cannot be told, and the point is not taken.
-    """
-    index = np.rint(ct.patient_to_index(points_mm)).astype(np.int64)
+def _confined(ct: Volume, index: NDArray[np.int64], opts: NeedleOptions) -> NDArray[np.bool_]:
+    """True for voxels whose slices ``ring_mm`` above and below both lie in the scan and are tissue."""
     clear = np.ones(len(index), dtype=bool)
     for inside, values in _slices_away(ct, index, opts):
         clear &= inside

@@ -57,7 +57,6 @@ from guidance.detection.needle_points import (
     sample,
     surroundings,
     thickness_ratio,
-    within_slices,
 )
 from guidance.detection.result import NEEDLE_STAGE, DetectedNeedle, NeedleDetection, NeedleOptions
 from guidance.provenance import Provenance
@@ -296,25 +295,27 @@ def _darkened(
     A needle lying in a slice, or nearly, darkens itself: the rays along it cross 20 mm of
     steel or more, are starved of photons and hardened, and their deficit is back-projected
     along its own line (in simulated low-dose scans it runs at 1000-1500 HU where a needle
-    crossing the slices saturates). The candidate points from ``dimmed_fraction`` of the
-    metal level that no needle found explains, and whose slices ``ring_mm`` above and below
-    are tissue (:func:`within_slices`: bone at that level goes on across the slices), are
-    searched again. The search runs on those under the metal level (the others are mostly
-    seeds, whose cores pull a line through a row of them), each line is then fitted to all
-    its points, and it must lie in one slice over at least half ``min_length_mm`` (only such
-    needles darken themselves) and pass the same tests (no bone around, continuous steel,
-    not a row of seeds). On thin slices only (up to ``reference_slice_mm``): thicker ones
-    lower the metal level already. The first search keeps its own level: from the lower
-    one, the halos of seeds beside a needle pulled lines off (one came out 50 degrees off).
+    crossing the slices saturates; on 3 mm slices, where partial volume lowers the level to
+    1000 HU, at 800-1000 HU). The candidate points from ``dimmed_fraction`` of the metal
+    level that no needle found explains, and whose slices ``ring_mm`` above and below are
+    tissue (``confined``: bone at that level goes on across the slices; that test stands in
+    for the in-plane bone test, which on thick slices takes a needle beside seeds or its own
+    streaks for cortex), are searched again. The search runs on those under the metal level
+    (the others are mostly seeds, whose cores pull a line through a row of them), each line
+    is then fitted to all its points, and it must lie in one slice over at least half
+    ``min_length_mm`` (only such needles darken themselves) and pass the same tests (no bone
+    around, continuous steel, not a row of seeds). The first search keeps its own level:
+    from the lower one, the halos of seeds beside a needle pulled lines off (one came out 50
+    degrees off).
     """
-    if opts.dimmed_fraction >= 1.0 or len(runs) >= opts.max_needles or thickness_ratio(ct, opts) > 1.0:
+    if opts.dimmed_fraction >= 1.0 or len(runs) >= opts.max_needles:
         return []
     lower = replace(opts, metal_hu=opts.dimmed_fraction * opts.metal_hu)
 
     def left(points: NDArray[np.float64]) -> NDArray[np.float64]:
-        return points[_unexplained(points, runs, opts, max_gap_mm) & within_slices(ct, points, opts)]
+        return points[_unexplained(points, runs, opts, max_gap_mm)]
 
-    dimmed = left(candidate_points(ct, lower, below_hu=metal_level_hu(ct, opts)))
+    dimmed = left(candidate_points(ct, lower, below_hu=metal_level_hu(ct, opts), confined=True))
     if len(dimmed) < 6:
         return []
     found = find_line_runs(
@@ -323,7 +324,7 @@ def _darkened(
     )  # fmt: skip
     if not found:
         return []
-    points = left(candidate_points(ct, lower))
+    points = left(candidate_points(ct, lower, confined=True))
     found = [refit_on(run, points, opts.inlier_mm) for run in found]
     normal = np.asarray(ct.grid.axes[0], dtype=np.float64)
     in_slice = [r for r in found if abs(float(r.direction @ normal)) * 0.5 * opts.min_length_mm

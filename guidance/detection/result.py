@@ -64,7 +64,12 @@ class SeedOptions:
         Connected regions longer than this are not seeds or seed clusters (bone, needles).
     min_fraction : float
         Regions whose integrated excess is below this fraction of one seed's are rejected
-        (noise, streak fragments, tails of excluded needles).
+        (noise, streak fragments, tails of excluded needles). A seed between two needles
+        lying in its slice sits in the dark band that joins them (beam hardening along the
+        rays through all three) and keeps 0.24-0.33 of a seed's integral in simulated scans;
+        the largest fragment that is no seed, over the simulated suite and procedures, holds
+        0.11. A region counted as one seed from less than 0.7 of one's integral says so in
+        its reasons, with confidence at most 0.7 (0.5 below half a seed).
     max_joined_cc : float
         On thick slices, regions too large for seeds but smaller than this (cc) are seeds
         joined by partial volume and streaks (bone is larger): they are cut into intensity
@@ -108,7 +113,7 @@ class SeedOptions:
     reference_slice_mm: float = 2.0
     integration_margin_mm: float = 1.0
     max_extent_mm: float = 16.0
-    min_fraction: float = 0.35
+    min_fraction: float = 0.2
     max_joined_cc: float = 10.0
     basin_persistence: float = 0.3
     max_cluster: int = 4

@@ -283,8 +283,10 @@ def _errors_of_the_nearest(
     return tip_errors_mm, angle_errors_deg
 
 
-def _needle_in_a_slice(angle_deg: float, peak_hu: float, *, bone: bool) -> tuple[Volume, NDArray[np.float64]]:
-    """A needle 40 mm long in one 1 mm slice (0.7 mm pixels), peaking at ``peak_hu``, with the
+def _needle_in_a_slice(
+    angle_deg: float, peak_hu: float, *, bone: bool, thickness_mm: float = 1.0
+) -> tuple[Volume, NDArray[np.float64]]:
+    """A needle 40 mm long in one slice (0.7 mm pixels), peaking at ``peak_hu``, with the
     bright bands its own rays draw beside it (+500 HU, 2-4 mm from its axis, in its slice only);
     with ``bone``, a bone through every slice (a tube of 2 mm of cortex at 1800 HU around marrow,
     20 mm across). Returns the volume and the needle's two ends (LPS mm)."""
@@ -303,7 +305,7 @@ def _needle_in_a_slice(angle_deg: float, peak_hu: float, *, bone: bool) -> tuple
         radius = np.hypot(rows - 90.0, columns - 70.0)
         image[:, radius <= 10.0] = np.where(radius[radius <= 10.0] <= 8.0, 400.0, 1800.0)
     affine = np.eye(4)
-    affine[:3, :3] = np.array([[0.0, 0.0, 0.7], [0.0, 0.7, 0.0], [1.0, 0.0, 0.0]])
+    affine[:3, :3] = np.array([[0.0, 0.0, 0.7], [0.0, 0.7, 0.0], [thickness_mm, 0.0, 0.0]])
     volume = Volume(image, affine)
     ends_index = np.array([[6.0, *start / 0.7], [6.0, *(start + 40.0 * direction) / 0.7]])
     return volume, volume.grid.index_to_patient(ends_index)
@@ -324,6 +326,17 @@ def test_a_needle_lying_in_a_slice_beside_its_streaks_is_not_bone(angle_deg: flo
     all along (the second search); the bone is not a needle."""
     volume, ends = _needle_in_a_slice(angle_deg, peak_hu, bone=True)
     assert _ends_error_mm(detect_needles(volume), ends) < 1.0
+
+
+def test_a_darkened_needle_in_a_three_mm_slice_beside_its_streaks() -> None:
+    """On 3 mm slices the metal level falls to 1000 HU (partial volume); a needle lying in a slice
+    and darkened by its own streaks runs under it (900 HU here). The second search finds it on any
+    thickness: the slices above and below are tissue. Its streaks brighten its in-plane ring, which
+    on thick slices alone would make it cortex."""
+    volume, ends = _needle_in_a_slice(22.5, 900.0, bone=True, thickness_mm=3.0)
+    found = detect_needles(volume)
+    assert _ends_error_mm(found, ends) < 1.0
+    assert any("darkened by their own streaks" in note for note in found.notes)
 
 
 def test_a_scan_whose_only_metal_is_a_darkened_needle() -> None:

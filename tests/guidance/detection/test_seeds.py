@@ -124,6 +124,28 @@ def test_hand_made_ellipsoids_in_noise() -> None:
     assert false_positives == 0
 
 
+def test_a_seed_darkened_to_a_quarter_of_its_integral_is_found_and_says_so() -> None:
+    """A seed between two needles lying in its slice keeps a quarter of a seed's integral (the dark
+    band joining them crosses it): it is a seed, counted as one with half confidence. A tenth of
+    a seed is a streak fragment. Here one seed's integral is given three and ten times too large:
+    each whole seed holds a third, then a tenth, of that."""
+    volume, _ = _ellipsoid_phantom(np.random.default_rng(5))
+    found = detect_seeds(volume)
+    whole = np.array([seed.position_mm for seed in found.seeds if not seed.reasons])
+    assert len(whole) >= 30
+    single = found.single_seed_integral
+    darkened = detect_seeds(volume, options=SeedOptions(single_seed_integral=3.0 * single))
+    nearest, index, _ = _match(whole, darkened.positions_mm)
+    assert np.all(nearest < 1e-6)
+    for seed in (darkened.seeds[i] for i in index):
+        assert seed.confidence == 0.5 and seed.reasons[0].startswith("integrated intensity 0.")
+        assert seed.reasons[0].endswith("seeds, counted as 1")
+    fragments = detect_seeds(volume, options=SeedOptions(single_seed_integral=10.0 * single))
+    assert len(fragments.seeds) == 0
+    faint = [reason for _, reason in fragments.rejected if reason.startswith("too faint for a seed")]
+    assert len(faint) >= len(whole)
+
+
 def test_exclude_mask_removes_seeds_and_bad_shape_is_rejected() -> None:
     volume, truth = _ellipsoid_phantom(np.random.default_rng(6))
     index = np.rint(volume.patient_to_index(truth[0])).astype(int)[0]

@@ -187,27 +187,17 @@ def test_dense_implant_max_position_error_on_three_mm_slices() -> None:
 
 
 def test_dense_implant_needles_simulator() -> None:
-    """The simulator's needles lying in one slice, on 1-2 mm: its streak model's beam hardening
-    saturates a measured metal line integral at 1, so the rays along each needle (steel line
-    integral ~20) lose ~19 and the needles show 1100-2000 HU along their length, under the
-    metal level: they are found by the second search from 0.6 of it (none were found)."""
-    tally = _dense(renderer="simulator", needles=True, thicknesses=(1.0, 2.0))
-    assert len(tally.tip_errors_mm) == 16 and tally.false_needles == 0
+    """The simulator's needles lying in one slice: its streak model's beam hardening saturates a
+    measured metal line integral at 1, so the rays along each needle (steel line integral ~20)
+    lose ~19 and the needles show 1100-2000 HU along their length on 1-2 mm slices, 800-1000 HU
+    on 3 mm, under the metal level: they are found by the second search from 0.6 of it (none
+    were found on 1-2 mm, 4 of 8 on 3 mm). The seed rows between two needles lie in the dark band
+    joining them: on 3 mm slices they keep 0.24-0.33 of a seed's integral (12 of 80 were lost)."""
+    tally = _dense(renderer="simulator", needles=True)
+    assert len(tally.tip_errors_mm) == 24 and tally.false_needles == 0
     assert max(tally.tip_errors_mm) <= 1.0 and max(tally.angle_errors_deg) <= 1.0
     assert tally.sensitivity >= 0.995 and tally.precision >= 0.995
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="simulator, needles in one 3 mm slice (the second search runs on slices up to 2 mm): 4 of 8 "
-    "needles found, tips up to 9.2 mm off; 73 of 80 seeds (the rows between two needles are darkened to "
-    "1000-1200 HU on a background raised to 500 HU) and 6 false ones",
-)
-def test_dense_implant_needles_simulator_three_mm() -> None:
-    tally = _dense(renderer="simulator", needles=True, thicknesses=(3.0,))
-    assert len(tally.tip_errors_mm) == 8 and tally.false_needles == 0
-    assert max(tally.tip_errors_mm) <= 1.0 and max(tally.angle_errors_deg) <= 1.0
-    assert tally.sensitivity >= 0.995 and tally.precision >= 0.995
+    assert _mean(tally.position_errors_mm) <= 0.4 and max(tally.position_errors_mm) <= 1.0
 
 
 @pytest.mark.xfail(
