@@ -22,7 +22,10 @@ Method:
    regular pitch) is a row of separate seeds, not a steel rod.
    Needles lying in a slice darken themselves (the rays along them are starved and
    hardened): the points no needle explains are searched again from ``dimmed_fraction`` of
-   the metal level, among those confined to their slice (:func:`_darkened`).
+   the metal level, among those confined to their slice (:func:`_darkened`). Each run's
+   axis is then refitted along the slice axis from how the needle shares itself between
+   neighbouring slices, where the slices are about as thick as its path through them
+   (:mod:`guidance.detection.needle_axis`): the voxel fit is a slice coarse there.
 3. Which end is the tip: the body is the largest connected region above ``body_hu``
    (holes such as the airway filled, slice by slice); the end whose extension leaves
    the body sooner is the entry side.
@@ -50,6 +53,7 @@ from numpy.typing import NDArray
 
 from guidance import __version__
 from guidance.detection.lines import LineRun, bridge_runs, find_line_runs, near_run, refit_on
+from guidance.detection.needle_axis import along_slices
 from guidance.detection.needle_points import (
     candidate_points,
     metal_level_hu,
@@ -269,6 +273,7 @@ def detect_needles(ct: Volume, *, options: NeedleOptions | None = None) -> Needl
         runs += _entering(ct, points, runs, (body, steps), opts, max_gap_mm, notes)
         if runs and not body.any():
             notes.append(f"no body above {opts.body_hu} HU: entries are the needles' outer ends")
+        runs = [along_slices(ct, run, opts.needle_diameter_mm) for run in runs]
         needles = tuple(_measure(ct, run, body, steps, opts) for run in runs)
     seconds = time.perf_counter() - started
     logger.info("found %d needles in %.2f s (%d metal points)", len(needles), seconds, len(points))
