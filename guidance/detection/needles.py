@@ -31,7 +31,10 @@ Method:
    the body sooner is the entry side.
 4. Tip: along the axis, where the HU profile falls to half-way between the needle's
    plateau and the tissue beyond (the half-maximum of a blurred edge lies on the edge).
-   A run that reaches the first or last slice is flagged ``tip_outside_scan``.
+   A run that reaches the first or last slice is flagged ``tip_outside_scan``: its tip may
+   lie in the outermost slice or beyond. It is placed the same way, the profile beyond the
+   range taken from the outermost slice (where the needle ends in that slice, its image there
+   ends too), and no further than the range's edge, half a slice past the outermost centre.
 5. Entry: walking from the tip towards the hub, the first point outside the body.
 6. Needles inserted less than ``min_length_mm``: among the metal points no needle
    explains, shorter runs (from ``min_entering_mm``) passing the same tests whose outer
@@ -163,6 +166,24 @@ def _half_level_edge(
     return float(t[i - 1] + frac * _STEP_MM), plateau - beyond
 
 
+def _within_range(
+    grid: Grid, inside_mm: NDArray[np.float64], point_mm: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """``point_mm``, or where the segment from ``inside_mm`` to it leaves the scanned range (half a
+    voxel beyond the outermost centres)."""
+    a, b = grid.patient_to_index(np.stack([inside_mm, point_mm]))
+    upper = np.asarray(grid.shape, dtype=np.float64) - 0.5
+    step = b - a
+    fraction = 1.0
+    for axis in range(3):
+        if b[axis] > upper[axis] and step[axis] > 0:
+            fraction = min(fraction, max(0.0, (upper[axis] - a[axis]) / step[axis]))
+        if b[axis] < -0.5 and step[axis] < 0:
+            fraction = min(fraction, max(0.0, (-0.5 - a[axis]) / step[axis]))
+    result: NDArray[np.float64] = inside_mm + fraction * (point_mm - inside_mm)
+    return result
+
+
 def _at_slice_edge(grid: Grid, point_mm: NDArray[np.float64], margin: float = 1.0) -> bool:
     index = grid.patient_to_index(point_mm)[0]
     upper = np.asarray(grid.shape, dtype=np.float64) - 1.0
@@ -193,7 +214,8 @@ def _measure(
     reasons: list[str] = []
     tip_outside = _at_slice_edge(grid, tip_end)
     if tip_outside:
-        tip = tip_end
+        offset, _ = _half_level_edge(ct, tip_end, direction, opts.edge_blur_mm)
+        tip = _within_range(grid, tip_end, tip_end + offset * direction)
         reasons.append("tip outside the scanned range")
     else:
         offset, contrast = _half_level_edge(ct, tip_end, direction, opts.edge_blur_mm)

@@ -285,9 +285,25 @@ def measure_scan(
             tally.tip_errors_mm.append(float("inf"))
             continue
         nearest = min(needles.needles, key=lambda n: float(n.distance_mm(tip[None, :])[0]))
-        tally.tip_errors_mm.append(float(np.linalg.norm(nearest.tip_mm - tip)))
+        seen = scanned_tip(volume.grid, entry, tip)
+        # A tip beyond the scanned range: the needle is seen to where it leaves the range, and flagged.
+        ok = bool(np.array_equal(seen, tip)) or nearest.tip_outside_scan
+        tally.tip_errors_mm.append(float(np.linalg.norm(nearest.tip_mm - seen)) if ok else float("inf"))
         tally.angle_errors_deg.append(_angle_deg(nearest.direction, tip - entry))
     return tally
+
+
+def scanned_tip(grid: Grid, entry: NDArray[np.float64], tip: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The tip, or where the needle's way from the entry leaves the scanned range (half a voxel beyond
+    the outermost voxel centres) when the tip lies beyond it."""
+    t = np.linspace(0.0, 1.0, 2001)
+    index = grid.patient_to_index(entry + t[:, None] * (tip - entry))
+    inside = np.all((index >= -0.5) & (index <= np.asarray(grid.shape) - 0.5), axis=1)
+    if inside[-1] or not inside.any():
+        return tip
+    last = int(np.flatnonzero(inside)[-1])
+    scanned: NDArray[np.float64] = entry + t[last] * (tip - entry)
+    return scanned
 
 
 def _segment_distance(point: NDArray[np.float64], a: NDArray[np.float64], b: NDArray[np.float64]) -> float:

@@ -252,6 +252,26 @@ def test_needles_of_a_simulated_procedure_scan_on_five_mm_slices() -> None:
     assert len(tips) == 8 and sum(near) >= 7 and len(found.needles) <= 8
 
 
+@pytest.mark.parametrize("scenario", ["easy", "standard", "cold-spot"])
+def test_a_tip_at_the_scans_edge_is_placed_where_the_needle_ends_in_range(scenario: str) -> None:
+    """The first scan of three simulated procedures (2 mm): two needles each reach the last slice. One
+    ends in it (0.5 mm or less past its centre); the other goes on beyond the range. Both are flagged
+    (the slices cannot tell them apart), and the tip is where the needle's image ends within the range:
+    the end of its voxels was 1.0-1.1 mm past the first's tip."""
+    from tests.guidance.detection.suite import scanned_tip
+
+    rendered = scenes.procedure_scan(scenario, 0)
+    found = detect_needles(rendered.volume)
+    grid = rendered.volume.grid
+    flagged = [n for n in found.needles if n.tip_outside_scan]
+    assert len(flagged) == 2
+    tips = np.array(rendered.truth.needle_tips_scan_mm)
+    entries = np.array(rendered.truth.needle_entries_scan_mm)
+    for needle in flagged:
+        k = int(np.argmin([float(np.linalg.norm(needle.tip_mm - tip)) for tip in tips]))
+        assert float(np.linalg.norm(needle.tip_mm - scanned_tip(grid, entries[k], tips[k]))) < 0.6
+
+
 def test_needles_of_a_simulated_low_dose_scan_with_heavy_streaks() -> None:
     """The second scan of the simulated 'hard' procedure (photon-starved streaks): five needles.
 
