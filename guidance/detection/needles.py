@@ -76,6 +76,7 @@ logger = logging.getLogger(__name__)
 _BODY_PIXEL_MM = 2.0
 _STEP_MM = 0.25
 _PROFILE_REACH_MM = 12.0
+_DIMMED_MAX_RATIO = 1.5  # the second search's thickest slices, in reference_slice_mm (see _darkened)
 
 
 def body_mask(ct: Volume, *, body_hu: float = -400.0) -> tuple[NDArray[np.bool_], tuple[int, int]]:
@@ -333,9 +334,13 @@ def _darkened(
     ``min_length_mm`` (only such needles darken themselves) and pass the same tests (no bone
     around, continuous steel, not a row of seeds). The first search keeps its own level:
     from the lower one, the halos of seeds beside a needle pulled lines off (one came out 50
-    degrees off).
+    degrees off). On slices up to 1.5 ``reference_slice_mm`` (3 mm): on 5 mm slices the lower
+    level falls to 360 HU, where the streak a needle draws along its own line beyond its tip
+    passed as a needle (23 mm long, in the 5 mm timing scan of ``bench/detection.py``).
     """
     if opts.dimmed_fraction >= 1.0 or len(runs) >= opts.max_needles:
+        return []
+    if thickness_ratio(ct, opts) > _DIMMED_MAX_RATIO:
         return []
     lower = replace(opts, metal_hu=opts.dimmed_fraction * opts.metal_hu)
 

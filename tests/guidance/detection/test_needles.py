@@ -359,6 +359,24 @@ def test_a_darkened_needle_in_a_three_mm_slice_beside_its_streaks() -> None:
     assert any("darkened by their own streaks" in note for note in found.notes)
 
 
+def test_a_needles_streak_beyond_its_tip_in_a_five_mm_slice_is_no_needle() -> None:
+    """On 5 mm slices the second search's level would be 360 HU: the streak a needle lying in a slice
+    draws along its own line beyond its tip (410 HU here, 25 mm long, 20 mm past the tip) passed as a
+    needle. The second search runs on slices up to 3 mm; the needle itself (1400 HU) is found by the
+    first."""
+    rng = np.random.default_rng(2)
+    image = rng.normal(40.0, 12.0, (8, 200, 200)).astype(np.float32)
+    rows, columns = np.mgrid[0:200, 0:200] * 0.7
+    across = np.abs(rows - 70.0)
+    image[4] += np.where((columns >= 20.0) & (columns <= 60.0), 1400.0 * np.exp(-(across**2) / 0.98), 0.0)
+    image[4] += np.where((columns >= 80.0) & (columns <= 105.0), 410.0 * np.exp(-(across**2) / 0.98), 0.0)
+    affine = np.eye(4)
+    affine[:3, :3] = np.array([[0.0, 0.0, 0.7], [0.0, 0.7, 0.0], [5.0, 0.0, 0.0]])
+    found = detect_needles(Volume(image, affine))
+    assert len(found.needles) == 1
+    assert float(np.ptp([p[0] for p in (found.needles[0].entry_mm, found.needles[0].tip_mm)])) < 45.0
+
+
 def test_a_scan_whose_only_metal_is_a_darkened_needle() -> None:
     """No voxel reaches the metal level (fewer than 6 points for a line): the needle the second
     search finds is still measured."""
