@@ -1,7 +1,7 @@
 """Touching seeds split apart: weighted k-means or equal-excess slabs, the most seed-like wins.
 
 Helpers of :mod:`guidance.detection.seeds`: each region's voxels (LPS mm) carry their
-excess HU over the local background as weights.
+excess HU over the local background as weights. Also a seed's long axis from them.
 """
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from guidance.detection.lines import principal_line
+from guidance.detection.result import SeedOptions
 from guidance.volume import Grid
 
 __all__ = [
-    "centroid", "chain_pitch", "end_to_end", "in_plane_row", "side_by_side", "slice_indices", "split",
-    "spread", "stacked",
+    "centroid", "chain_pitch", "end_to_end", "in_plane_row", "long_axis", "side_by_side", "slice_indices",
+    "split", "spread", "stacked",
 ]  # fmt: skip
 
 
@@ -23,6 +24,43 @@ def centroid(points: NDArray[np.float64], weights: NDArray[np.float64]) -> NDArr
     w = weights if weights.sum() > 0 else np.ones(len(weights))
     centre: NDArray[np.float64] = (points * w[:, None]).sum(axis=0) / w.sum()
     return centre
+
+
+def long_axis(
+    points: NDArray[np.float64], weights: NDArray[np.float64], grid: Grid, opts: SeedOptions
+) -> NDArray[np.float64]:
+    """A seed's unit long axis from its weighted points, or NaN when the geometry does not show it.
+
+    The principal axis of the excess after removing each voxel's own extent (spacing^2 / 12
+    per axis), when it stands out (``orientation_ratio``), the voxels cannot tilt it by more
+    than ``max_orientation_uncertainty_deg`` and, on slices thicker than
+    ``max_slice_for_axial_orientation_mm``, it lies away from the slice normal.
+    """
+    if weights.sum() <= 0 or len(points) < 4:
+        return np.full(3, np.nan)
+    centre = centroid(points, weights)
+    offset = points - centre
+    cov = (offset * weights[:, None]).T @ offset / weights.sum()
+    axes = np.asarray(grid.affine)[:3, :3]
+    cov = cov - axes @ np.diag(np.full(3, 1.0 / 12.0)) @ axes.T  # each voxel's own extent
+    values, vectors = np.linalg.eigh(cov)
+    order = np.argsort(values)[::-1]
+    values, vectors = values[order], vectors[:, order]
+    if values[0] <= 0.25 or values[0] < opts.orientation_ratio * max(values[1], 1e-6):
+        return np.full(3, np.nan)
+    # The voxel-extent correction is exact only on average: its error, up to the largest
+    # voxel side's variance d^2/12, tilts the axis by about atan(error / elongation).
+    uncertainty = np.degrees(np.arctan(float(np.max(grid.spacing_mm)) ** 2 / 12.0 / (values[0] - values[1])))
+    if uncertainty > opts.max_orientation_uncertainty_deg:
+        return np.full(3, np.nan)
+    direction = vectors[:, 0]
+    slice_normal = grid.axes[0]
+    if grid.spacing_mm[0] > opts.max_slice_for_axial_orientation_mm and abs(
+        float(direction @ slice_normal)
+    ) > np.cos(np.radians(45.0)):
+        return np.full(3, np.nan)
+    result: NDArray[np.float64] = direction if direction[np.argmax(np.abs(direction))] > 0 else -direction
+    return result
 
 
 def split(

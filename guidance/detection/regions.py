@@ -53,6 +53,7 @@ class Region:
     touching: frozenset[int] = frozenset()  # the candidates whose voxels touch its own (thick slices)
     slice_sums: SliceSums | None = None  # how much of it each slice sees (thick slices)
     stack: SliceStack | None = None  # its box, for the sums of any part of it (thick slices, unmerged)
+    cut_by_excluded: bool = False  # its integration margin reaches a needle's voxels: its shape is cut
 
 
 _MIN_RING = 8  # voxels of a slice's shell for its own background
@@ -99,7 +100,8 @@ def candidate_regions(
         usable = ~((claimed[grown] > 0) & ~own)
         if exclude is not None:
             usable &= ~exclude[grown]
-        core = ndimage.maximum_filter(own, size=reach) & usable
+        reached = ndimage.maximum_filter(own, size=reach)
+        core = reached & usable
         shell = ~ndimage.maximum_filter(core, size=3) & ~mask[grown]
         values = image[grown].astype(np.float32)
         background = _slice_backgrounds(values, shell, thick)
@@ -114,12 +116,13 @@ def candidate_regions(
         offset = np.array([sl.start for sl in grown])
         index = np.argwhere(core) + offset
         near = exclude is not None and bool(exclude[grown].any())
+        cut = exclude is not None and bool((reached & exclude[grown]).any())
         region = Region(
             grid.index_to_patient(index.astype(np.float64)), excess, float(excess.sum() * voxel_mm3),
             float(np.std(values[shell])) if shell.any() else 0.0, int(np.ptp(index[:, 0]) + 1), near,
             number >= len(seeds), float(values[core].max()) if core.any() else 0.0, number,
             frozenset(int(k) - 1 for k in np.unique(claimed[grown][ndimage.maximum_filter(own, size=3)])
-                      if k not in (0, number + 1)) if thick else frozenset(), sums, stack,
+                      if k not in (0, number + 1)) if thick else frozenset(), sums, stack, cut,
         )  # fmt: skip
         reason = _streak_like(region, grid, opts)
         if not reason and thick and exclude is not None and near:

@@ -45,7 +45,8 @@ Method:
    seeds lying across it, one over another: each takes whole slices.
 5. Position: excess-weighted centroid (LPS mm); long axis: principal axis of the excess
    distribution after removing each voxel's own extent (spacing^2 / 12 per axis), when it
-   stands out and, on thick slices, lies away from the slice normal. On thick slices the
+   stands out, on thick slices lies away from the slice normal, and no needle's voxels cut
+   the seed's edge (its shape is truncated there: 10 degrees off). On thick slices the
    centroid pulls a seed towards its slice's centre: a single seed (not beside bone or a
    needle) is placed along the slice axis by how much of it each slice sees, through the
    slice profiles a scanner may have (:mod:`guidance.detection.slice_profile`); so is the
@@ -70,7 +71,7 @@ from numpy.typing import NDArray
 from guidance import __version__
 from guidance.detection.along_slices import chains, in_plane_axis, on_strand_line, place_parts, place_seed
 from guidance.detection.candidates import SEED_LENGTH_MM, thick_slices, threshold_level_hu
-from guidance.detection.clusters import centroid, slice_indices, split, spread
+from guidance.detection.clusters import centroid, long_axis, slice_indices, split, spread
 from guidance.detection.layouts import APART, Layout, chain_count, cluster_layout, region_in_plane_axis_mm
 from guidance.detection.regions import Region, candidate_regions
 from guidance.detection.result import SEED_STAGE, DetectedSeed, SeedDetection, SeedOptions
@@ -96,37 +97,6 @@ def _misfit(region: Region, grid: Grid, elongation: float) -> float:
     """How far a whole region's elongation (largest minus second variance, mm^2) is from one seed's."""
     values = spread(region.points_mm, region.excess, grid)
     return abs(float(values[0] - values[1]) - elongation)
-
-
-def _orientation(
-    points: NDArray[np.float64], weights: NDArray[np.float64], grid: Grid, opts: SeedOptions
-) -> NDArray[np.float64]:
-    """Unit long axis of the weighted points, or NaN when the geometry does not show it."""
-    if weights.sum() <= 0 or len(points) < 4:
-        return np.full(3, np.nan)
-    centre = centroid(points, weights)
-    offset = points - centre
-    cov = (offset * weights[:, None]).T @ offset / weights.sum()
-    axes = np.asarray(grid.affine)[:3, :3]
-    cov = cov - axes @ np.diag(np.full(3, 1.0 / 12.0)) @ axes.T  # each voxel's own extent
-    values, vectors = np.linalg.eigh(cov)
-    order = np.argsort(values)[::-1]
-    values, vectors = values[order], vectors[:, order]
-    if values[0] <= 0.25 or values[0] < opts.orientation_ratio * max(values[1], 1e-6):
-        return np.full(3, np.nan)
-    # The voxel-extent correction is exact only on average: its error, up to the largest
-    # voxel side's variance d^2/12, tilts the axis by about atan(error / elongation).
-    uncertainty = np.degrees(np.arctan(float(np.max(grid.spacing_mm)) ** 2 / 12.0 / (values[0] - values[1])))
-    if uncertainty > opts.max_orientation_uncertainty_deg:
-        return np.full(3, np.nan)
-    direction = vectors[:, 0]
-    slice_normal = grid.axes[0]
-    if grid.spacing_mm[0] > opts.max_slice_for_axial_orientation_mm and abs(
-        float(direction @ slice_normal)
-    ) > np.cos(np.radians(45.0)):
-        return np.full(3, np.nan)
-    result: NDArray[np.float64] = direction if direction[np.argmax(np.abs(direction))] > 0 else -direction
-    return result
 
 
 def _merge_fragments(regions: list[Region], single: float, grid: Grid) -> list[Region]:
@@ -281,6 +251,8 @@ def _seeds_of(
     if region.near_excluded:
         confidence *= 0.8
         reasons.append("near a needle")
+    if region.cut_by_excluded:
+        reasons.append("its edge reaches a needle's voxels: its shape is cut there, orientation unknown")
     if region.background_sd > opts.streak_sd_hu:
         confidence *= 0.85
         reasons.append(f"streaks around it (background sd {region.background_sd:.0f} HU)")
@@ -292,7 +264,7 @@ def _seeds_of(
         reasons.append(f"split from a cluster of {count}")
     seeds = []
     axes = []
-    whole = _orientation(region.points_mm, region.excess, grid, opts) if count > 1 else np.full(3, np.nan)
+    whole = long_axis(region.points_mm, region.excess, grid, opts) if count > 1 else np.full(3, np.nan)
     layout = cluster_layout(region, count, elongation, grid, opts) if count > 1 and not separate else APART
     if layout.kind == "side_or_chain" and layout.positions is not None:
         either_mm = abs(float((layout.positions[1] - layout.positions[0]) @ np.asarray(grid.axes[0]))) / 2
@@ -302,7 +274,7 @@ def _seeds_of(
     for j in range(count):
         members = labels == j
         points, weights = region.points_mm[members], region.excess[members]
-        direction = _orientation(points, weights, grid, opts)
+        direction = long_axis(points, weights, grid, opts)
         if count > 1 and not abs(float(np.nan_to_num(direction) @ np.nan_to_num(whole))) > np.cos(
             np.radians(30.0)
         ):
@@ -312,6 +284,8 @@ def _seeds_of(
             # Touching seeds agreeing with the cluster's axis lie along it (a chain, or side by
             # side): the whole cluster measures that axis over a longer or heavier baseline.
             direction = whole
+        if region.cut_by_excluded:
+            direction = np.full(3, np.nan)
         seeds.append(DetectedSeed(centroid(points, weights), direction, float(np.clip(confidence, 0.0, 1.0)),
                                   tuple(reasons), count > 1, count))  # fmt: skip
         axes.append(in_plane_axis(points, weights, grid))

@@ -139,6 +139,9 @@ def test_needles_on_one_mm_slices(scan: int) -> None:
     assert _NEEDLE_SCANS[scan].thickness_mm == 1.0 and len(tally.tip_errors_mm) == 3
     assert max(tally.tip_errors_mm) <= 1.0
     assert max(tally.angle_errors_deg) <= 1.0
+    # The seeds beside them: one 3 mm from a needle's axis, its edge under the needle's voxels, was
+    # 10.3 degrees off; its orientation is now unknown.
+    assert len(tally.orientation_errors_deg) >= 10 and max(tally.orientation_errors_deg) <= 10.0
 
 
 def test_needles(needles: Tally) -> None:
@@ -203,7 +206,8 @@ def test_dense_implant_needles_simulator() -> None:
 @pytest.mark.xfail(
     strict=True,
     reason="simulator, needles in one 1 mm slice: the streaks they draw beside the seed rows tilt the "
-    "seeds' measured axes, up to 15.9 degrees (14 of 80 beyond 7; without the needles at most 10)",
+    "seeds' measured axes, up to 14.0 degrees (10 of 54 reported beyond 7; without the needles at most 7.5). "
+    "With the streak model's beam hardening at kappa 0.3 (its own value for silver) they reach 8.6",
 )
 def test_dense_implant_needles_simulator_orientation() -> None:
     tally = _dense(renderer="simulator", needles=True, thicknesses=(1.0,))
