@@ -145,6 +145,7 @@ def _merged(fragment: Region, other: Region, grid: Grid) -> Region:
         background_sd=max(other.background_sd, fragment.background_sd),
         slices=round(float(np.ptp(along)) / float(grid.spacing_mm[0])) + 1,
         near_excluded=other.near_excluded or fragment.near_excluded,
+        cut_by_excluded=other.cut_by_excluded or fragment.cut_by_excluded,
         beside_bone=other.beside_bone or fragment.beside_bone, peak_hu=max(other.peak_hu, fragment.peak_hu),
         touching=(other.touching | fragment.touching) - {other.number, fragment.number},
         slice_sums=other.slice_sums.joined(fragment.slice_sums)
