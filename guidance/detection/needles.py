@@ -214,12 +214,11 @@ def _measure(
     hub_end, tip_end = ends[1 - tip_side], ends[tip_side]
     reasons: list[str] = []
     tip_outside = _at_slice_edge(grid, tip_end)
+    offset, contrast = _half_level_edge(ct, tip_end, direction, opts.edge_blur_mm)
     if tip_outside:
-        offset, _ = _half_level_edge(ct, tip_end, direction, opts.edge_blur_mm)
         tip = _within_range(grid, tip_end, tip_end + offset * direction)
         reasons.append("tip outside the scanned range")
     else:
-        offset, contrast = _half_level_edge(ct, tip_end, direction, opts.edge_blur_mm)
         tip = tip_end + offset * direction
         if contrast < 0.5 * (opts.metal_hu - opts.body_hu):
             reasons.append(f"low contrast at the tip ({contrast:.0f} HU)")
