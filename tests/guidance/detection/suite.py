@@ -233,7 +233,8 @@ def scan(condition: Condition) -> tuple[Volume, NDArray[np.float64], NDArray[np.
     return volume, seeds, axes, entries, tips
 
 
-def _angle_deg(a: NDArray[np.float64], b: NDArray[np.float64]) -> float:
+def angle_deg(a: NDArray[np.float64], b: NDArray[np.float64]) -> float:
+    """Angle (degrees) between two axes, either way round."""
     cosine = abs(float(a @ b)) / float(np.linalg.norm(a) * np.linalg.norm(b))
     return math.degrees(math.acos(min(1.0, cosine)))
 
@@ -271,7 +272,7 @@ def measure_scan(
             tally.position_errors_mm.append(float(distance[i, j]))
             tally.slice_axis_errors_mm.append(abs(float((positions[j] - seeds[i]) @ normal)))
             if found.seeds[j].orientation_known:
-                tally.orientation_errors_deg.append(_angle_deg(found.seeds[j].direction, axes[i]))
+                tally.orientation_errors_deg.append(angle_deg(found.seeds[j].direction, axes[i]))
     tally.found_needles = len(needles.needles)
     # A found needle is false when its tip is not within the gate of a true needle.
     segments = list(zip(entries, tips, strict=True))
@@ -289,7 +290,7 @@ def measure_scan(
         # A tip beyond the scanned range: the needle is seen to where it leaves the range, and flagged.
         ok = bool(np.array_equal(seen, tip)) or nearest.tip_outside_scan
         tally.tip_errors_mm.append(float(np.linalg.norm(nearest.tip_mm - seen)) if ok else float("inf"))
-        tally.angle_errors_deg.append(_angle_deg(nearest.direction, tip - entry))
+        tally.angle_errors_deg.append(angle_deg(nearest.direction, tip - entry))
     return tally
 
 

@@ -12,13 +12,9 @@ from guidance.detection.lines import LineRun
 from guidance.detection.needle_axis import along_slices
 from guidance.volume import Volume
 from tests.guidance.detection import scenes
+from tests.guidance.detection.suite import angle_deg
 
 _DIAMETER_MM = 1.27
-
-
-def _angle_deg(a: NDArray[np.float64], b: NDArray[np.float64]) -> float:
-    cosine = abs(float(a @ b)) / float(np.linalg.norm(a) * np.linalg.norm(b))
-    return float(np.degrees(np.arccos(min(1.0, cosine))))
 
 
 def _needle(thickness_mm: float, tilt_deg: float) -> tuple[Volume, NDArray[np.float64], NDArray[np.float64]]:
@@ -63,7 +59,7 @@ def test_an_axis_off_across_the_slices_is_brought_back(tilt_deg: float) -> None:
     volume, centre, direction = _needle(2.0, tilt_deg)
     off = direction + np.array([0.0, 0.0, np.tan(np.radians(2.0))])
     refitted = along_slices(volume, _run(centre + np.array([0.0, 0.0, 0.4]), off), _DIAMETER_MM)
-    assert _angle_deg(refitted.direction, direction) < 0.5
+    assert angle_deg(refitted.direction, direction) < 0.5
     across = refitted.centre_mm - centre - float((refitted.centre_mm - centre) @ direction) * direction
     assert float(np.linalg.norm(across)) < 0.3
 
@@ -94,5 +90,5 @@ def test_needles_of_a_simulated_scan_on_two_mm_slices() -> None:
         if float(np.linalg.norm(tip - entry)) * in_range < 8.0:
             continue  # a few millimetres in range at most
         needle = min(found.needles, key=lambda n: float(n.distance_mm(tip[None, :])[0]))
-        errors.append(_angle_deg(needle.direction, tip - entry))
+        errors.append(angle_deg(needle.direction, tip - entry))
     assert len(errors) == 7 and max(errors) < 1.0
