@@ -102,7 +102,7 @@ def run(label: str, scene: tuple[Volume, NDArray[np.float64]]) -> None:
     volume, true_seeds = scene
     load_before = os.getloadavg()
     t_needles, needles = _best(lambda: detect_needles(volume))
-    t_mask, mask = _best(lambda: needle_mask(needles, volume.grid))
+    t_mask, mask = _best(lambda: needle_mask(needles, volume.grid, ct=volume))
     t_seeds, seeds = _best(lambda: detect_seeds(volume, exclude_mask=mask))
     total = t_needles + t_mask + t_seeds
     logger.info(

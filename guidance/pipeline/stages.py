@@ -106,10 +106,10 @@ def needle_stage(scan: Volume) -> NeedleDetection:
 
 
 def seed_stage(scan: Volume, needles: NeedleDetection | None) -> SeedDetection:
-    """Seeds in the scan, with the detected needles masked out."""
+    """Seeds in the scan, with the detected needles masked out (but not what shines brighter beside them)."""
     from guidance.detection import detect_seeds, needle_mask
 
-    exclude = None if needles is None or not needles.needles else needle_mask(needles, scan.grid)
+    exclude = None if needles is None or not needles.needles else needle_mask(needles, scan.grid, ct=scan)
     return detect_seeds(scan, exclude_mask=exclude)
 
 

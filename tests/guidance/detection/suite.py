@@ -251,7 +251,8 @@ def measure_scan(
 ) -> Tally:
     """Detect needles then seeds (needle voxels excluded) in ``volume``; compare with the truth (LPS mm)."""
     needles = detect_needles(volume)
-    found = detect_seeds(volume, exclude_mask=needle_mask(needles, volume.grid) if needles.needles else None)
+    exclude = needle_mask(needles, volume.grid, ct=volume) if needles.needles else None
+    found = detect_seeds(volume, exclude_mask=exclude)
     tally = Tally(true_seeds=len(seeds), found_seeds=len(found.seeds))
     positions = found.positions_mm
     if len(positions):

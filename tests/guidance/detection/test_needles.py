@@ -396,3 +396,131 @@ def test_a_needle_darkened_by_its_own_streaks_is_found_from_a_lower_level() -> N
     assert len(tip_errors_mm) == 8 and len(found.needles) == 8
     assert any("darkened by their own streaks" in note for note in found.notes)
     assert max(tip_errors_mm) < 1.0 and max(angle_errors_deg) < 2.5
+
+
+def _needle_with_seeds(renderer: str) -> tuple[Volume, NDArray[np.float64], NDArray[np.float64]]:
+    """A needle (2 mm slices) with a seed 2.4 mm beside its axis, mostly along the slice axis (the
+    capsules 1.4 mm apart), and one lying along it 0.4 mm off its axis, among six separate seeds.
+    Returns the scan, the seed beside the needle and the one on it."""
+    from tests.guidance.detection import second_renderer
+
+    model = scenes.patient()
+    c = np.asarray(model.tumour.centre_mm, dtype=np.float64)
+    direction = np.array([1.0, 0.08, 0.04]) / np.linalg.norm([1.0, 0.08, 0.04])
+    across = np.cross(direction, [0.0, 1.0, 0.0])
+    across /= np.linalg.norm(across)  # mostly along the slice axis
+    sideways = np.cross(direction, across)
+    beside = c - 20.0 * direction + 2.4 * across
+    on = c - 8.0 * direction + 0.4 * sideways
+    others = c + np.array([[-8.0, 14.0, 6.0], [6.0, 16.0, -6.0], [-10.0, -14.0, -4.0], [10.0, -12.0, 8.0],
+                           [0.0, 22.0, 0.0], [-22.0, 0.0, 8.0]])  # fmt: skip
+    seeds = np.vstack([beside, on, others])
+    axes = np.vstack([[0.7, 0.7, 0.0], direction, np.tile([0.6, 0.8, 0.0], (6, 1))])
+    axes /= np.linalg.norm(axes, axis=1, keepdims=True)
+    entry, tip = c - 70.0 * direction, c
+    if renderer == "simulator":
+        grid = scenes.scan_grid(c, thickness_mm=2.0, slices=20)
+        needles = (entry[None], tip[None])
+        volume = scenes.render(model, grid, seeds=(seeds, axes), needles=needles, noise_seed=7).volume
+    else:
+        grid = second_renderer.grid(c, pixel_mm=1.0, thickness_mm=2.0, size=160, slices=20)
+        volume = second_renderer.render(grid, c, seeds_mm=seeds, seed_directions=axes,
+                                        needle_entries_mm=entry[None], needle_tips_mm=tip[None],
+                                        noise_seed=7)  # fmt: skip
+    return volume, beside, on
+
+
+@pytest.mark.parametrize("renderer", ["simulator", "second"])
+def test_a_seed_beside_a_needle_gets_its_core_back(renderer: str) -> None:
+    """2 mm slices. The mask (2.8-2.9 mm in radius) covers the core of a seed 2.4 mm from the
+    needle's axis: without the scan that seed is lost (7 mm from anything found). Given the scan,
+    the voxels brighter than the needle shows at their distance are left out of the mask, and
+    the seed is found within 1 mm (0.84 and 0.63 mm); the seed lying along the needle, 0.4 mm
+    off its axis, stays in the needle."""
+    volume, beside, on = _needle_with_seeds(renderer)
+    grid = volume.grid
+    found = detect_needles(volume)
+    assert len(found.needles) == 1
+    plain = needle_mask(found, grid)
+    image = np.asarray(volume.array)
+    bright = np.argwhere(image > 1000.0)
+    near = np.linalg.norm(grid.index_to_patient(bright.astype(np.float64)) - beside, axis=1) < 2.0
+    assert near.any() and plain[tuple(bright[near].T)].all()
+    mask = needle_mask(found, grid, ct=volume)
+    released = np.argwhere(plain & ~mask)
+    assert not (mask & ~plain).any() and len(released) > 0
+    released_mm = grid.index_to_patient(released.astype(np.float64))
+    assert np.linalg.norm(released_mm - beside, axis=1).max() < 3.5
+    seeds = detect_seeds(volume, exclude_mask=mask).positions_mm
+    assert float(np.linalg.norm(seeds - beside, axis=1).min()) < 1.0
+    assert float(np.linalg.norm(seeds - on, axis=1).min()) > 4.0
+
+
+_Segment = tuple[NDArray[np.float64], NDArray[np.float64]]  # centre, axis (mm)
+
+
+def _synthetic_needle(objects: list[_Segment]) -> tuple[Volume, NeedleDetection]:
+    """A needle along x through a 0.5 x 0.5 x 1 mm grid (tip at x = +10 mm) drawn as a Gaussian
+    profile across its axis, plus seed-like segments (centre, axis; 4.5 mm long) drawn the same
+    way; 40 HU tissue, no noise. Returns the volume and the needle as detected (its true axis)."""
+    from guidance.detection import DetectedNeedle
+    from guidance.provenance import Provenance
+
+    affine = np.eye(4)  # slices along z, rows along y, columns along x (LPS mm)
+    affine[:3, 0], affine[:3, 1], affine[:3, 2] = [0.0, 0.0, 1.0], [0.0, 0.5, 0.0], [0.5, 0.0, 0.0]
+    affine[:3, 3] = [-20.0, -10.0, -10.0]
+    volume_shape = (21, 41, 81)
+    index = np.stack(np.meshgrid(*(np.arange(n) for n in volume_shape), indexing="ij"), -1).reshape(-1, 3)
+    points = index.astype(np.float64) @ affine[:3, :3].T + affine[:3, 3]
+
+    def segment(a: NDArray[np.float64], b: NDArray[np.float64], peak_hu: float, sigma_mm: float
+                ) -> NDArray[np.float64]:  # fmt: skip
+        axis = (b - a) / np.linalg.norm(b - a)
+        t = np.clip((points - a) @ axis, 0.0, float(np.linalg.norm(b - a)))
+        d = np.linalg.norm(points - a - t[:, None] * axis, axis=1)
+        values: NDArray[np.float64] = peak_hu * np.exp(-0.5 * (d / sigma_mm) ** 2)
+        return values
+
+    tip = np.array([10.0, 0.0, 0.0])
+    hu = 40.0 + segment(np.array([-40.0, 0.0, 0.0]), tip, 3000.0, 0.6)
+    for centre, axis in objects:
+        hu += segment(centre - 2.25 * axis, centre + 2.25 * axis, 2500.0, 0.45)
+    volume = Volume(np.minimum(hu, 3071.0).reshape(volume_shape).astype(np.float32), affine)
+    entry = np.array([-20.0, 0.0, 0.0])
+    needle = DetectedNeedle(entry, tip, np.array([1.0, 0.0, 0.0]), 30.0, 1.0, (), False, True,
+                            np.zeros((0, 3)))  # fmt: skip
+    return volume, NeedleDetection((needle,), (), Provenance("detection.needles", {}, "test", 0.0))
+
+
+def test_what_lies_beside_a_needle_is_released_and_what_goes_on_into_its_steel_is_not() -> None:
+    """A seed 2.2 mm beside a needle's axis (synthetic, known profile): its voxels in the needle's
+    blurred edge are left out of the mask; a seed across the needle 0.3 mm off its axis, and the
+    needle's own edge, stay in it."""
+    beside = (np.array([-8.0, 2.2, 0.0]), np.array([1.0, 0.0, 0.0]))
+    across = (np.array([4.0, 0.3, 0.0]), np.array([0.0, 1.0, 0.0]))
+    volume, detection = _synthetic_needle([beside, across])
+    grid = volume.grid
+    plain = needle_mask(detection, grid)
+    released = np.argwhere(plain & ~needle_mask(detection, grid, ct=volume))
+    released_mm = grid.index_to_patient(released.astype(np.float64))
+    assert len(released) >= 10
+    # Only the seed beside the needle, and only voxels brighter than the needle's edge by the level.
+    assert np.abs(released_mm[:, 0] - beside[0][0]).max() <= 2.25 + 1.0
+    assert released_mm[:, 1].min() > 0.635
+    image = np.asarray(volume.array)
+    assert image[tuple(released.T)].min() > 500.0
+    # The needle alone releases nothing.
+    alone, lone_needle = _synthetic_needle([])
+    assert not (needle_mask(lone_needle, grid) & ~needle_mask(lone_needle, grid, ct=alone)).any()
+
+
+def test_needle_mask_without_a_needle_or_with_a_wrong_scan() -> None:
+    from guidance.provenance import Provenance
+
+    volume, _, _ = _needle_with_seeds("second")
+    nothing = NeedleDetection((), (), Provenance("detection.needles", {}, "test", 0.0))
+    assert not needle_mask(nothing, volume.grid, ct=volume).any()
+    found = detect_needles(volume)
+    other = Volume(np.zeros((4, 4, 4), dtype=np.float32), np.eye(4))
+    with pytest.raises(ValueError, match="not the grid's"):
+        needle_mask(found, volume.grid, ct=other)

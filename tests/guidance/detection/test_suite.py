@@ -212,3 +212,11 @@ def test_dense_implant_needles_simulator() -> None:
 def test_dense_implant_needles_simulator_orientation() -> None:
     tally = _dense(renderer="simulator", needles=True, thicknesses=(1.0,))
     assert len(tally.orientation_errors_deg) >= 60 and max(tally.orientation_errors_deg) <= 10.0
+
+
+def test_seeds_beside_needles(needles: Tally) -> None:
+    """The needle scans' seeds, one of them 3 mm from a needle's axis in the next 2 mm slice: its
+    core was under the needle's mask (second renderer: lost; simulator: 1.11 mm off). The mask
+    now leaves out what is brighter than the needle shows there: 48 of 48, at most 0.45 mm."""
+    assert needles.sensitivity == 1.0 and needles.precision == 1.0
+    assert max(needles.position_errors_mm) <= 1.0
