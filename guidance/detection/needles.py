@@ -56,7 +56,7 @@ from numpy.typing import NDArray
 
 from guidance import __version__
 from guidance.detection.lines import LineRun, bridge_runs, find_line_runs, near_run, refit_on
-from guidance.detection.needle_axis import along_slices
+from guidance.detection.needle_axis import along_slices, in_plane
 from guidance.detection.needle_points import (
     candidate_points,
     metal_level_hu,
@@ -295,7 +295,7 @@ def detect_needles(ct: Volume, *, options: NeedleOptions | None = None) -> Needl
         runs += _entering(ct, points, runs, (body, steps), opts, max_gap_mm, notes)
         if runs and not body.any():
             notes.append(f"no body above {opts.body_hu} HU: entries are the needles' outer ends")
-        runs = [along_slices(ct, run, opts.needle_diameter_mm) for run in runs]
+        runs = [in_plane(ct, along_slices(ct, run, opts.needle_diameter_mm)) for run in runs]
         needles = tuple(_measure(ct, run, body, steps, opts) for run in runs)
     seconds = time.perf_counter() - started
     logger.info("found %d needles in %.2f s (%d metal points)", len(needles), seconds, len(points))
