@@ -23,9 +23,11 @@ Method:
    Needles lying in a slice darken themselves (the rays along them are starved and
    hardened): the points no needle explains are searched again from ``dimmed_fraction`` of
    the metal level, among those confined to their slice (:func:`_darkened`). Each run's
-   axis is then refitted along the slice axis from how the needle shares itself between
-   neighbouring slices, where the slices are about as thick as its path through them
-   (:mod:`guidance.detection.needle_axis`): the voxel fit is a slice coarse there.
+   axis is then refitted (:mod:`guidance.detection.needle_axis`): along the slice axis from
+   how the needle shares itself between neighbouring slices, where the slices are about as
+   thick as its path through them (the voxel fit is a slice coarse there), and across it
+   in-plane from the centroids of its profile (the voxel fit follows which voxels pass the
+   level, and bright spots beside the needle).
 3. Which end is the tip: the body is the largest connected region above ``body_hu``
    (holes such as the airway filled, slice by slice); the end whose extension leaves
    the body sooner is the entry side.
