@@ -115,12 +115,11 @@ def test_an_axis_off_in_plane_is_brought_back(spot: bool) -> None:
         side /= np.linalg.norm(side)
         index = np.stack(np.meshgrid(*(np.arange(n) for n in image.shape), indexing="ij"), -1).reshape(-1, 3)
         points = volume.grid.index_to_patient(index.astype(np.float64))
-        a, b = centre + 12.0 * direction + 1.3 * side, centre + 17.0 * direction + 1.3 * side
+        a = centre + 12.0 * direction + 1.3 * side  # the spot runs 5 mm from here along the needle
         t = np.clip((points - a) @ direction, 0.0, 5.0)
         d = np.linalg.norm(points - a - t[:, None] * direction, axis=1).reshape(image.shape)
         image += 1500.0 * np.exp(-0.5 * (d / 0.5) ** 2)
         volume = volume.with_array(image.astype(np.float32))
-        assert float(np.linalg.norm(b - a)) == pytest.approx(5.0)
     side = np.cross([0.0, 0.0, 1.0], direction)
     side /= np.linalg.norm(side)
     refitted = in_plane(volume, _run(centre + 0.3 * side, _in_plane_off(direction, 1.2)))
@@ -139,7 +138,7 @@ def test_a_steep_needle_keeps_its_axis_in_plane() -> None:
 def test_needles_of_a_low_dose_scan_with_one_lying_in_a_slice() -> None:
     """The first scan of the simulated 'hard' procedure (2 mm slices, low dose, heavy streaks): a needle
     lying in a slice, darkened by its own streaks, with a bright spot beside it near its tip, was 1.15
-    degrees off in-plane (0.49 after); every needle is now within 1 degree."""
+    degrees off (1.06 of it in-plane; 0.49 after); every needle is now within 1 degree."""
     rendered = scenes.procedure_scan("hard", 0)
     found = detect_needles(rendered.volume)
     tips = np.array(rendered.truth.needle_tips_scan_mm)
