@@ -95,8 +95,9 @@ def unexplained_by_needles(
     needle's profile by more than ``excess_hu``, and its 26-connected group of such voxels
     does not touch a steel voxel (within ``steel_mm``) that is as much above the profile, or
     at the scan's top value where the profile is not: there the needle itself is brighter
-    (a seed across it or against it, whose ends show beside it), and the group is the
-    needle's.
+    (a seed across it or against it, whose ends show beside it, or a brighter stretch of the
+    needle: in a simulated procedure scan two such stretches, 0.5-0.7 mm from the axis, were
+    otherwise taken for seeds), and the group is the needle's.
     """
     if not (0.0 <= steel_mm < radius_mm and np.isfinite(excess_hu)):
         raise ValueError(f"unexplained_by_needles needs 0 <= steel_mm < radius_mm and a finite excess; "
