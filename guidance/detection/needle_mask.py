@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from guidance.detection.candidates import thick_slices, threshold_level_hu
-from guidance.detection.result import DetectedNeedle, NeedleDetection, NeedleOptions, SeedOptions
+from guidance.detection.result import NeedleDetection, NeedleOptions, SeedOptions
 from guidance.volume import Grid, Volume
 
 __all__ = ["needle_mask", "needle_mask_radius_mm", "unexplained_by_needles"]
@@ -66,18 +66,18 @@ def needle_mask(
     radius = needle_mask_radius_mm(grid, options) if radius_mm is None else radius_mm
     if not (np.isfinite(radius) and radius > 0):
         raise ValueError(f"needle_mask radius_mm must be a finite number > 0; got {radius}")
-    mask = np.zeros(grid.shape, dtype=bool)
-    for needle in detection.needles:
-        outer, tip = _painted_segment(needle)
-        _paint_segment(mask, grid, outer, tip, radius)
     if ct is not None and ct.grid.shape != grid.shape:
         raise ValueError(f"needle_mask: ct's shape {ct.grid.shape} is not the grid's {grid.shape}")
+    near = _near_needles(detection, grid, radius)
+    mask = np.zeros(grid.shape, dtype=bool)
+    for _, index, _, _ in near:
+        mask[tuple(index.T)] = True
     # On thick slices a voxel's share of steel depends on where the needle crosses it, not
     # on its centre's distance: no profile bounds it there, and nothing is released.
     if ct is not None and detection.needles and not thick_slices(grid, SeedOptions()):
         level = threshold_level_hu(ct, SeedOptions()) if seed_level_hu is None else seed_level_hu
         steel = 0.5 * (options or NeedleOptions()).needle_diameter_mm + 0.5 * float(np.min(grid.spacing_mm))
-        mask &= ~unexplained_by_needles(ct, detection, radius, steel, level)
+        mask &= ~_unexplained(ct, near, radius, steel, level)
     return mask
 
 
@@ -102,6 +102,27 @@ def unexplained_by_needles(
     if not (0.0 <= steel_mm < radius_mm and np.isfinite(excess_hu)):
         raise ValueError(f"unexplained_by_needles needs 0 <= steel_mm < radius_mm and a finite excess; "
                          f"got {steel_mm}, {radius_mm}, {excess_hu}")  # fmt: skip
+    return _unexplained(ct, _near_needles(detection, ct.grid, radius_mm), radius_mm, steel_mm, excess_hu)
+
+
+_Near = tuple[float, NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]
+
+
+def _near_needles(detection: NeedleDetection, grid: Grid, radius_mm: float) -> list[_Near]:
+    """Per needle, the voxels within ``radius_mm`` of its painted segment (:func:`_near_segment`),
+    with the segment's length: found once for both the mask and the profiles."""
+    near = []
+    for needle in detection.needles:
+        reach = float(np.linalg.norm(needle.entry_mm - needle.tip_mm)) + _HUB_MARGIN_MM
+        outer = needle.tip_mm - reach * needle.direction
+        near.append((reach, *_near_segment(grid, outer, needle.tip_mm, radius_mm)))
+    return near
+
+
+def _unexplained(
+    ct: Volume, near: list[_Near], radius_mm: float, steel_mm: float, excess_hu: float
+) -> NDArray[np.bool_]:
+    """:func:`unexplained_by_needles` on the needles' voxels found already."""
     grid = ct.grid
     image = np.asarray(ct.array)
     bright: list[NDArray[np.int64]] = []  # flat indices
@@ -109,13 +130,13 @@ def unexplained_by_needles(
     brighter_steel: list[NDArray[np.int64]] = []
     bins = int(radius_mm / _PROFILE_BIN_MM) + 1
     ceiling_hu = float(image.max())
-    for needle in detection.needles:
-        outer, tip = _painted_segment(needle)
-        index, distance_mm, along_mm = _segment_voxels(grid, outer, tip, radius_mm)
-        flat = np.ravel_multi_index(tuple(index.T), grid.shape)
+    for length_mm, listed, listed_distance, listed_along in near:
+        # Each voxel once (one near several of the segment's samples is listed more than once).
+        flat, first = np.unique(np.ravel_multi_index(tuple(listed.T), grid.shape), return_index=True)
+        distance_mm, along_mm = listed_distance[first], listed_along[first]
         values = image.ravel()[flat].astype(np.float64)
         where = np.minimum((distance_mm / _PROFILE_BIN_MM).astype(np.int64), bins - 1)
-        shaft = along_mm < float(np.linalg.norm(tip - outer)) - _TIP_ZONE_MM
+        shaft = along_mm < length_mm - _TIP_ZONE_MM
         profile = np.full(bins, np.inf)
         for k in np.unique(where[shaft]):
             members = values[shaft & (where == k)]
@@ -169,12 +190,6 @@ def _apart_from(
     return result
 
 
-def _painted_segment(needle: DetectedNeedle) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """The segment a needle's mask covers: from 60 mm past its entry to its tip (mm)."""
-    reach = float(np.linalg.norm(needle.entry_mm - needle.tip_mm)) + _HUB_MARGIN_MM
-    return needle.tip_mm - reach * needle.direction, needle.tip_mm
-
-
 def needle_mask_radius_mm(grid: Grid, options: NeedleOptions | None = None) -> float:
     """Radius (mm) of the voxels a needle shows in: its own radius, half a voxel diagonal, the edge blur.
 
@@ -186,22 +201,6 @@ def needle_mask_radius_mm(grid: Grid, options: NeedleOptions | None = None) -> f
     opts = options or NeedleOptions()
     half_diagonal = 0.5 * float(np.linalg.norm(grid.spacing_mm))
     return 0.5 * opts.needle_diameter_mm + half_diagonal + opts.edge_blur_mm
-
-
-def _paint_segment(
-    mask: NDArray[np.bool_], grid: Grid, a: NDArray[np.float64], b: NDArray[np.float64], radius_mm: float
-) -> None:
-    index, _, _ = _near_segment(grid, a, b, radius_mm)
-    mask[tuple(index.T)] = True
-
-
-def _segment_voxels(
-    grid: Grid, a: NDArray[np.float64], b: NDArray[np.float64], radius_mm: float
-) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
-    """:func:`_near_segment` with each voxel once."""
-    index, distance, along = _near_segment(grid, a, b, radius_mm)
-    _, first = np.unique(np.ravel_multi_index(tuple(index.T), grid.shape), return_index=True)
-    return index[first], distance[first], along[first]
 
 
 def _near_segment(
