@@ -96,6 +96,11 @@ class SeedOptions:
         corrected variances (about 3 deg for a seed on 1 mm voxels, 11 deg on 2 mm slices).
     max_slice_for_axial_orientation_mm : float
         On thicker slices a long axis within 45 deg of the slice normal is reported unknown.
+    mirror_span_deg, max_mirror_tilt_deg : float
+        A single seed within ``max_mirror_tilt_deg`` of the slice plane takes the azimuth
+        (within ``mirror_span_deg`` of its principal axis's) about which its image is most
+        mirror-symmetric (:func:`guidance.detection.mirror_axis.mirror_azimuth`): a streak
+        crossing it tilts its principal axis more.
     needle_margin_mm, streak_sd_hu : float
         A seed closer than this to excluded (needle) voxels, or whose background shell varies
         more than this sd, has a lower confidence.
@@ -122,6 +127,8 @@ class SeedOptions:
     orientation_ratio: float = 2.0
     max_slice_for_axial_orientation_mm: float = 3.0
     max_orientation_uncertainty_deg: float = 6.0
+    mirror_span_deg: float = 20.0
+    max_mirror_tilt_deg: float = 20.0
     needle_margin_mm: float = 3.0
     streak_sd_hu: float = 80.0
     seed_diameter_mm: float = 0.8
@@ -134,6 +141,7 @@ class SeedOptions:
             "needle_margin_mm": self.needle_margin_mm, "streak_sd_hu": self.streak_sd_hu,
             "max_slice_for_axial_orientation_mm": self.max_slice_for_axial_orientation_mm,
             "max_orientation_uncertainty_deg": self.max_orientation_uncertainty_deg,
+            "mirror_span_deg": self.mirror_span_deg, "max_mirror_tilt_deg": self.max_mirror_tilt_deg,
             "reference_slice_mm": self.reference_slice_mm,
             "integration_margin_mm": self.integration_margin_mm, "max_joined_cc": self.max_joined_cc,
             "seed_diameter_mm": self.seed_diameter_mm, "min_peak_fraction": self.min_peak_fraction,

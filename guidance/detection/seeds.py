@@ -46,7 +46,10 @@ Method:
 5. Position: excess-weighted centroid (LPS mm); long axis: principal axis of the excess
    distribution after removing each voxel's own extent (spacing^2 / 12 per axis), when it
    stands out, on thick slices lies away from the slice normal, and no needle's voxels cut
-   the seed's edge (its shape is truncated there: 10 degrees off). On thick slices the
+   the seed's edge (its shape is truncated there: 10 degrees off). A single seed within
+   ``max_mirror_tilt_deg`` of the slice plane is then turned about the slice normal to the
+   azimuth of its image's best mirror symmetry (:mod:`guidance.detection.mirror_axis`): a
+   streak crossing it tilts the principal axis more. On thick slices the
    centroid pulls a seed towards its slice's centre: a single seed (not beside bone or a
    needle) is placed along the slice axis by how much of it each slice sees, through the
    slice profiles a scanner may have (:mod:`guidance.detection.slice_profile`); so is the
@@ -73,6 +76,7 @@ from guidance.detection.along_slices import chains, in_plane_axis, on_strand_lin
 from guidance.detection.candidates import SEED_LENGTH_MM, thick_slices, threshold_level_hu
 from guidance.detection.clusters import centroid, long_axis, slice_indices, split, spread
 from guidance.detection.layouts import APART, Layout, chain_count, cluster_layout, region_in_plane_axis_mm
+from guidance.detection.mirror_axis import mirror_azimuth
 from guidance.detection.regions import Region, candidate_regions
 from guidance.detection.result import SEED_STAGE, DetectedSeed, SeedDetection, SeedOptions
 from guidance.provenance import Provenance
@@ -230,7 +234,8 @@ def _partition(
 
 
 def _seeds_of(
-    region: Region, single: float, elongation: float, flat_mm: float, grid: Grid, opts: SeedOptions
+    region: Region, single: float, elongation: float, flat_mm: float, image: NDArray[np.generic], grid: Grid,
+    opts: SeedOptions,
 ) -> list[_Found] | str:
     ratio = region.integral / single
     if ratio < opts.min_fraction:
@@ -287,6 +292,8 @@ def _seeds_of(
             direction = whole
         if region.cut_by_excluded:
             direction = np.full(3, np.nan)
+        elif count == 1:
+            direction = mirror_azimuth(image, grid, points, weights, direction, opts)
         seeds.append(DetectedSeed(centroid(points, weights), direction, float(np.clip(confidence, 0.0, 1.0)),
                                   tuple(reasons), count > 1, count))  # fmt: skip
         axes.append(in_plane_axis(points, weights, grid))
@@ -442,6 +449,7 @@ def detect_seeds(
     elongation = _single_elongation(regions, single, ct.grid) if regions else 0.0
     flat_mm = _flat_length_mm(regions, single, ct.grid) if thick_slices(ct.grid, opts) else SEED_LENGTH_MM
     peak = _single_peak(regions, single)
+    image = np.asarray(ct.array)
     found_seeds: list[_Found] = []
     notes: list[str] = []
     grid = ct.grid
@@ -449,7 +457,7 @@ def detect_seeds(
         found = (
             f"too faint a peak for metal: {region.peak_hu:.0f} HU, a seed's {peak:.0f} HU"
             if region.peak_hu < opts.min_peak_fraction * peak
-            else _seeds_of(region, single, elongation, flat_mm, grid, opts)
+            else _seeds_of(region, single, elongation, flat_mm, image, grid, opts)
         )  # fmt: skip
         if isinstance(found, str):
             rejected.append((centroid(region.points_mm, region.excess), found))
