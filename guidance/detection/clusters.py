@@ -65,7 +65,7 @@ def long_axis(
 
 def split(
     points: NDArray[np.float64], weights: NDArray[np.float64], k: int, grid: Grid, elongation: float,
-    *, one_seed_long: bool = False,
+    *, one_seed_long: bool = False, one_apart: bool = False,
 ) -> tuple[NDArray[np.int64], float]:  # fmt: skip
     """Labels of the most seed-like partition: k-means, or equal-excess slabs across a principal axis.
 
@@ -75,7 +75,9 @@ def split(
     variance is near ``elongation``, a single seed's in this scan. A cluster ``one_seed_long``
     (its length counts one seed) holds seeds beside one another: only slabs across its second
     and third axes are tried (a cut across its length makes halves of seeds, which streaks
-    and blur can make look as seed-like). Returns the labels and the mean misfit of a part (mm^2).
+    and blur can make look as seed-like). With ``one_apart`` (3 seeds or more), one seed set
+    apart and the rest split on their own is a candidate too (:func:`_one_apart`). Returns the
+    labels and the mean misfit of a part (mm^2).
     """
     _, _, vectors = principal_line(points, weights + 1e-9)
     best: tuple[float, NDArray[np.int64]] | None = None
@@ -84,6 +86,8 @@ def split(
     else:
         candidates = [_weighted_kmeans(points, weights, k, vectors[:, 0])]
         candidates += [_slabs(points, weights, k, vectors[:, axis]) for axis in range(3)]
+        if one_apart and k >= 3:
+            candidates += _one_apart(points, weights, k, grid, elongation, vectors[:, 0])
     for labels in candidates:
         misfit = 0.0
         for j in range(k):
@@ -94,6 +98,31 @@ def split(
             best = (misfit, labels)
     assert best is not None
     return best[1], best[0] / k
+
+
+def _one_apart(
+    points: NDArray[np.float64], weights: NDArray[np.float64], k: int, grid: Grid, elongation: float,
+    axis: NDArray[np.float64],
+) -> list[NDArray[np.int64]]:  # fmt: skip
+    """The partition of a cluster into one seed apart (label 0) and the other ``k - 1`` split among
+    themselves, or none where a half holds too few voxels.
+
+    A pair of seeds side by side with a third one seed-length off holds three seeds over two
+    seeds' length: cut into three at once (k-means, slabs across the whole cluster's axes) the
+    pair is cut across its length, 1-1.6 mm off. Two means along the cluster's axis set one
+    end apart, the half holding nearer one k-th of the excess; the rest is split as a cluster
+    of its own, where side by side seeds are cut apart.
+    """
+    halves = _weighted_kmeans(points, weights, 2, axis)
+    share = float(weights[halves == 0].sum()) / max(float(weights.sum()), 1e-12)
+    rest = 1 if abs(share - 1.0 / k) <= abs(1.0 - share - 1.0 / k) else 0
+    members = halves == rest
+    if members.sum() < k or members.all():
+        return []
+    labels = np.zeros(len(points), dtype=np.int64)
+    sub, _ = split(points[members], weights[members], k - 1, grid, elongation)
+    labels[members] = sub + 1
+    return [labels]
 
 
 def spread(points: NDArray[np.float64], weights: NDArray[np.float64], grid: Grid) -> NDArray[np.float64]:

@@ -34,7 +34,9 @@ Method:
    (a seed straddling two slices, cut in halves by the basins).
 4. A region of 2 to ``max_cluster`` seeds is split into the most seed-like of a weighted
    k-means of its voxel positions and equal-excess slabs across each principal axis (side
-   by side seeds are cut across their width, which k-means does not do). The parts give
+   by side seeds are cut across their width, which k-means does not do); for three or more
+   whose integral holds the count, on slices up to ``reference_slice_mm``, also one seed set
+   apart and the rest split on their own (a pair side by side with a third seed off its end). The parts give
    each seed its voxels (orientation, confidence); where the region is one seed long
    (side by side) or as long as its count (end to end), the seeds are placed by that
    model from the whole region's principal axes (:mod:`guidance.detection.layouts`):
@@ -212,7 +214,8 @@ def _partition(
     axis).
     """
     by_length = chain_count(region, elongation, grid)
-    trust = _THICK_LENGTH_TRUST if thick_slices(grid, opts) else _LENGTH_TRUST
+    thick = thick_slices(grid, opts)
+    trust = _THICK_LENGTH_TRUST if thick else _LENGTH_TRUST
     trusted = by_length <= opts.max_cluster and ratio >= trust * by_length
     count = max(1, round(ratio), by_length if trusted else 1)
     if count > opts.max_cluster:
@@ -220,8 +223,12 @@ def _partition(
     if count == 1:
         return 1, np.zeros(len(region.points_mm), dtype=np.int64), False
     one_long = by_length == 1
-    labels, misfit = split(region.points_mm, region.excess, count, grid, elongation, one_seed_long=one_long)
     by_integral = max(1, round(ratio))
+    # One seed apart from the rest, split on its own: where the integral holds the count, and on
+    # slices up to the reference (on thicker ones it cost the second renderer's 5 mm scan a seed).
+    one_apart = by_integral >= count and not thick
+    labels, misfit = split(region.points_mm, region.excess, count, grid, elongation, one_seed_long=one_long,
+                           one_apart=one_apart)  # fmt: skip
     if by_integral < count:
         fewer, fewer_misfit = (
             (np.zeros(len(region.points_mm), dtype=np.int64), _misfit(region, grid, elongation))

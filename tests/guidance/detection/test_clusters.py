@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from numpy.typing import NDArray
 
 from guidance.detection.clusters import chain_pitch, end_to_end, in_plane_row, side_by_side, split, spread
@@ -106,3 +107,44 @@ def test_a_cluster_one_seed_long_is_only_cut_beside_its_length() -> None:
         along = np.abs([np.average(offsets[labels == k], weights=weights[labels == k]) for k in (0, 1)])
         # Across the length: each part a seed, 2.25 mm from the centre; beside it: both near it.
         assert np.all(along < 1.0) if one_seed_long else np.allclose(along, 2.25, atol=0.3)
+
+
+def _blurred(grid: Grid, centres: NDArray[np.float64], axis: NDArray[np.float64]) -> tuple[
+    NDArray[np.float64], NDArray[np.float64]
+]:  # fmt: skip
+    """Seeds' voxel coverage (:func:`_rods`) blurred in-plane (sigma 0.45 mm): voxel centres (mm), weights."""
+    from scipy import ndimage
+
+    volume = np.zeros(grid.shape)
+    points, fraction = _rods(grid, centres, axis, 4.5, 0.4)
+    np.add.at(volume, tuple(np.rint(grid.patient_to_index(points)).astype(int).T), fraction)
+    sigma = 0.45 / grid.spacing_mm
+    volume = ndimage.gaussian_filter(volume, (0.0, sigma[1], sigma[2]))
+    index = np.argwhere(volume > 0.02)
+    return grid.index_to_patient(index.astype(float)), volume[tuple(index.T)]
+
+
+@pytest.mark.parametrize("spacing_mm", [(1.0, 1.0, 2.0), (0.7, 0.7, 2.0), (0.7, 0.7, 1.0)])
+@pytest.mark.parametrize("angle_deg", [25.0, 50.0])
+def test_a_pair_side_by_side_with_a_third_seed_off_its_end(spacing_mm: tuple[float, float, float],
+                                                           angle_deg: float) -> None:  # fmt: skip
+    """Two seeds side by side and a third 4.4 mm off at ``angle_deg`` to their axis (as seeds left
+    together at a needle's tip lie): cut into three at once the pair is cut across its length,
+    1.05-1.6 mm off. Setting one seed apart first and splitting the rest on its own places all
+    three within 0.7 mm."""
+    grid = _grid(spacing_mm, (9, 30, 30))
+    centre = grid.index_to_patient(np.array([[4.2, 14.3, 14.6]]))[0]
+    axis = np.array([0.92, -0.2, 0.33]) / np.linalg.norm([0.92, -0.2, 0.33])
+    beside = np.cross(axis, [0.0, 0.0, 1.0]) / np.linalg.norm(np.cross(axis, [0.0, 0.0, 1.0]))
+    turn = np.radians(angle_deg)
+    truth = np.array([centre - 0.45 * beside, centre + 0.45 * beside,
+                      centre + 4.4 * (np.cos(turn) * axis + np.sin(turn) * beside)])  # fmt: skip
+    points, weights = _blurred(grid, truth, axis)
+    single = spread(*_blurred(grid, centre[None, :], axis), grid)
+    elongation = float(single[0] - single[1])
+    errors = []
+    for one_apart in (False, True):
+        labels, _ = split(points, weights, 3, grid, elongation, one_apart=one_apart)
+        parts = [np.average(points[labels == k], axis=0, weights=weights[labels == k]) for k in range(3)]
+        errors.append(_nearest(np.array(parts), truth))
+    assert errors[0] > 1.0 and errors[1] < 0.7
