@@ -33,7 +33,10 @@ from guidance.detection.regions import Region
 from guidance.detection.result import SeedOptions
 from guidance.volume import Grid
 
-__all__ = ["APART", "Layout", "chain_count", "cluster_layout", "region_in_plane_axis_mm"]
+__all__ = [
+    "APART", "Layout", "chain_count", "cluster_layout", "count_by_length", "region_in_plane_axis_mm",
+    "side_by_side_pairs",
+]  # fmt: skip
 
 
 # A chain's excess is at most this much longer in the slice plane than its seeds end to end
@@ -51,9 +54,52 @@ def chain_count(region: Region, elongation: float, grid: Grid) -> int:
     ``elongation`` is one seed's largest minus second variance in this scan (its marker's
     length, blurred); the pitch p of touching seeds is their length.
     """
-    values = spread(region.points_mm, region.excess, grid)
+    return count_by_length(region.points_mm, region.excess, elongation, grid)
+
+
+def count_by_length(
+    points: NDArray[np.float64], weights: NDArray[np.float64], elongation: float, grid: Grid
+) -> int:
+    """Seeds end to end in these voxels (LPS mm) with these excess weights (see :func:`chain_count`)."""
+    values = spread(points, weights, grid)
     excess = max(0.0, float(values[0] - values[1]) - elongation)
     return max(1, round(float(np.sqrt(1.0 + 12.0 * excess / SEED_LENGTH_MM**2))))
+
+
+def side_by_side_pairs(
+    positions: NDArray[np.float64], points: NDArray[np.float64], weights: NDArray[np.float64],
+    labels: NDArray[np.int64], elongation: float, grid: Grid, opts: SeedOptions,
+) -> NDArray[np.float64]:  # fmt: skip
+    """The parts' positions (k, 3), each two parts together one seed long placed side by side.
+
+    In a cluster of touching seeds in no single row ("mixed"), two seeds side by side are
+    split like any other two, and on slices as thick as the pair is wide the split puts its
+    parts up to a slice apart. Two parts at most a diameter and a voxel apart whose voxels
+    together are one seed long (:func:`count_by_length`) are placed as touching seeds side by side are
+    (:func:`guidance.detection.clusters.side_by_side`), each at the place nearer its part; the
+    nearest two parts first.
+    """
+    placed = positions.copy()
+    pairs = sorted(
+        (float(np.linalg.norm(positions[i] - positions[j])), i, j)
+        for i in range(len(positions))
+        for j in range(i + 1, len(positions))
+    )
+    # Touching side by side, a diameter apart; the split may put their parts a voxel further.
+    reach_mm = opts.seed_diameter_mm + float(np.max(grid.spacing_mm))
+    done: set[int] = set()
+    for distance_mm, i, j in pairs:  # the nearest parts first
+        if i in done or j in done or distance_mm > reach_mm:
+            continue
+        pair = (labels == i) | (labels == j)
+        if count_by_length(points[pair], weights[pair], elongation, grid) != 1:
+            continue
+        row = side_by_side(points[pair], weights[pair], 2, grid, opts.seed_diameter_mm)
+        straight = np.linalg.norm(row - positions[[i, j]], axis=1).sum()
+        crossed = np.linalg.norm(row[::-1] - positions[[i, j]], axis=1).sum()
+        placed[[i, j]] = row if straight <= crossed else row[::-1]
+        done.update((i, j))
+    return placed
 
 
 class Layout(NamedTuple):

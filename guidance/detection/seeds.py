@@ -36,7 +36,10 @@ Method:
    k-means of its voxel positions and equal-excess slabs across each principal axis (side
    by side seeds are cut across their width, which k-means does not do); for three or more
    whose integral holds the count, on slices up to ``reference_slice_mm``, also one seed set
-   apart and the rest split on their own (a pair side by side with a third seed off its end). The parts give
+   apart and the rest split on their own (a pair side by side with a third seed off its end).
+   In a cluster of touching seeds in no single row, on such slices, two parts a diameter and
+   a voxel apart that are one seed long together are placed side by side
+   (:func:`guidance.detection.layouts.side_by_side_pairs`). The parts give
    each seed its voxels (orientation, confidence); where the region is one seed long
    (side by side) or as long as its count (end to end), the seeds are placed by that
    model from the whole region's principal axes (:mod:`guidance.detection.layouts`):
@@ -77,7 +80,14 @@ from guidance import __version__
 from guidance.detection.along_slices import chains, in_plane_axis, on_strand_line, place_parts, place_seed
 from guidance.detection.candidates import SEED_LENGTH_MM, thick_slices, threshold_level_hu
 from guidance.detection.clusters import centroid, long_axis, slice_indices, split, spread
-from guidance.detection.layouts import APART, Layout, chain_count, cluster_layout, region_in_plane_axis_mm
+from guidance.detection.layouts import (
+    APART,
+    Layout,
+    chain_count,
+    cluster_layout,
+    region_in_plane_axis_mm,
+    side_by_side_pairs,
+)
 from guidance.detection.mirror_axis import mirror_azimuth
 from guidance.detection.regions import Region, candidate_regions
 from guidance.detection.result import SEED_STAGE, DetectedSeed, SeedDetection, SeedOptions
@@ -304,6 +314,10 @@ def _seeds_of(
         seeds.append(DetectedSeed(centroid(points, weights), direction, float(np.clip(confidence, 0.0, 1.0)),
                                   tuple(reasons), count > 1, count))  # fmt: skip
         axes.append(in_plane_axis(points, weights, grid))
+    if layout.kind == "mixed" and count >= 3 and not thick_slices(grid, opts):
+        parts = np.array([seed.position_mm for seed in seeds])
+        placed = side_by_side_pairs(parts, region.points_mm, region.excess, labels, elongation, grid, opts)
+        seeds = [replace(seed, position_mm=p) for seed, p in zip(seeds, placed, strict=True)]
     if layout.positions is not None:
         placed = layout.positions
         order = np.argsort([float(s.position_mm @ (placed[-1] - placed[0])) for s in seeds], kind="stable")
