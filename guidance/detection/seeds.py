@@ -57,7 +57,9 @@ Method:
    streak crossing it tilts the principal axis more. On thick slices the
    centroid pulls a seed towards its slice's centre: a single seed (not beside bone or a
    needle) is placed along the slice axis by how much of it each slice sees, through the
-   slice profiles a scanner may have (:mod:`guidance.detection.slice_profile`); so is the
+   slice profiles a scanner may have (:mod:`guidance.detection.slice_profile`); so is a
+   single seed whose footprint a needle's voxels hide in the slice next to its brightest, the
+   missing part of its integral taken for that slice's share (:func:`_hidden_share`); so is the
    centre of a row of seeds side by side (the row moves as one), and each seed of a cluster
    in no single row (whose parts stand) by the pixels nearest it in-plane
    (:mod:`guidance.detection.along_slices`); so are the seeds of a chain of three or more,
@@ -91,6 +93,7 @@ from guidance.detection.layouts import (
 from guidance.detection.mirror_axis import mirror_azimuth
 from guidance.detection.regions import Region, candidate_regions
 from guidance.detection.result import SEED_STAGE, DetectedSeed, SeedDetection, SeedOptions
+from guidance.detection.slice_profile import SliceSums
 from guidance.provenance import Provenance
 from guidance.volume import Grid, Volume
 
@@ -107,6 +110,10 @@ _LENGTH_TRUST, _THICK_LENGTH_TRUST = 0.65, 0.75
 _FRAGMENT = 0.65  # of a seed's integral: below it a region touching another may be part of its seed
 # Beyond this a seed's reasons say how far along the slice axis it may be (confidence x 0.9).
 _SLICE_AXIS_TOLERANCE_MM = 1.0
+# A single seed missing this much of its integral under a needle's voxels in the next thick slice
+# is placed with that slice's share (:func:`_hidden_share`); a seed's integral varies by about
+# _INTEGRAL_SPREAD of itself between seeds in one scan (its share's noise).
+_HIDDEN, _INTEGRAL_SPREAD = 0.1, 0.1
 
 
 def _misfit(region: Region, grid: Grid, elongation: float) -> float:
@@ -329,7 +336,54 @@ def _seeds_of(
         # Beside bone or a needle, the neighbouring slices' metal is not the seed's.
         positions, uncertainties = _along_slices(seeds, region, layout, flat_mm, grid, opts)
         seeds = [replace(seed, position_mm=p) for seed, p in zip(seeds, positions, strict=True)]
+    elif count == 1 and thick_slices(grid, opts) and region.cut_by_excluded and not region.beside_bone:
+        shares = _hidden_share(region, ratio)
+        if shares is not None:
+            placed, uncertainty_mm = place_seed(
+                seeds[0].position_mm, shares, axis_in_plane_mm=region_in_plane_axis_mm(region, grid),
+                flat_mm=flat_mm, seed_length_mm=SEED_LENGTH_MM, seed_diameter_mm=opts.seed_diameter_mm,
+                grid=grid,
+            )  # fmt: skip
+            hidden = (f"{1.0 - ratio:.2f} of it under a needle's voxels in the next slice: placed along the "
+                      "slice axis with that slice's share")  # fmt: skip
+            seeds = [replace(seeds[0], position_mm=placed, reasons=(*seeds[0].reasons, hidden))]
+            uncertainties = np.array([uncertainty_mm])
     return [_Found(*each, along) for each in zip(seeds, axes, uncertainties, strict=True)]
+
+
+def _hidden_share(region: Region, ratio: float) -> SliceSums | None:
+    """A single seed's slice shares on thick slices where a needle's voxels hide one of its slices.
+
+    The needle mask, drawn about an axis found on thick slices (degrees off), may cover the
+    seed's footprint in the slice next to its brightest: the region then holds only what the
+    other slices show (``ratio`` of a seed's integral), and its centroid falls into the slice it
+    shares least, up to half a slice off. Where at least ``_HIDDEN`` of a seed is missing and
+    its footprint is mostly masked (over half its template's weight) in exactly one slice next
+    to the brightest, that slice's share is the missing 1 - ``ratio`` (its noise the integral's
+    spread between seeds, ``_INTEGRAL_SPREAD``) and the shown slices share ``ratio`` as they
+    show it. None where that does not hold.
+    """
+    stack = region.stack
+    if stack is None or ratio > 1.0 - _HIDDEN:
+        return None
+    index, amplitude, sd = stack.sums().amplitudes()
+    if not np.any(amplitude > 0):
+        return None
+    weight = stack.template**2
+    masked = 1.0 - (weight[None] * stack.usable).sum(axis=(1, 2)) / float(weight.sum())
+    brightest = int(index[np.argmax(amplitude)])
+    first = stack.first_index[0]
+    hidden = [k for k in (brightest - 1, brightest + 1) if 0 <= k - first < len(masked)]
+    sides = [k for k in hidden if masked[k - first] > 0.5]
+    shown = (index != sides[0]) & (amplitude > 0) if len(sides) == 1 else np.zeros(len(index), dtype=bool)
+    if not shown.any():
+        return None
+    scale = ratio / float(amplitude[shown].sum())
+    slices = np.append(index[shown], sides[0])
+    order = np.argsort(slices)
+    share = np.append(amplitude[shown] * scale, 1.0 - ratio)[order]
+    noise = np.append(sd[shown] * scale, _INTEGRAL_SPREAD)[order]
+    return SliceSums(slices[order].astype(np.int64), share, np.ones(len(slices)), noise**2)
 
 
 def _at_scan_end(region: Region, grid: Grid) -> bool:
