@@ -356,8 +356,8 @@ def _hidden_share(region: Region, ratio: float) -> SliceSums | None:
 
     The needle mask, drawn about an axis found on thick slices (degrees off), may cover the
     seed's footprint in the slice next to its brightest: the region then holds only what the
-    other slices show (``ratio`` of a seed's integral), and its centroid falls into the slice it
-    shares least, up to half a slice off. Where at least ``_HIDDEN`` of a seed is missing and
+    other slices show (``ratio`` of a seed's integral), and its centroid falls towards them, up
+    to half a slice off. Where at least ``_HIDDEN`` of a seed is missing and
     its footprint is mostly masked (over half its template's weight) in exactly one slice next
     to the brightest, that slice's share is the missing 1 - ``ratio`` (its noise the integral's
     spread between seeds, ``_INTEGRAL_SPREAD``) and the shown slices share ``ratio`` as they
@@ -370,16 +370,19 @@ def _hidden_share(region: Region, ratio: float) -> SliceSums | None:
     if not np.any(amplitude > 0):
         return None
     weight = stack.template**2
-    masked = 1.0 - (weight[None] * stack.usable).sum(axis=(1, 2)) / float(weight.sum())
+    total = float(weight.sum())
+    if not total > 0:
+        return None
+    masked = 1.0 - (weight[None] * stack.usable).sum(axis=(1, 2)) / total
     brightest = int(index[np.argmax(amplitude)])
     first = stack.first_index[0]
-    hidden = [k for k in (brightest - 1, brightest + 1) if 0 <= k - first < len(masked)]
-    sides = [k for k in hidden if masked[k - first] > 0.5]
-    shown = (index != sides[0]) & (amplitude > 0) if len(sides) == 1 else np.zeros(len(index), dtype=bool)
+    neighbours = [k for k in (brightest - 1, brightest + 1) if 0 <= k - first < len(masked)]
+    hidden = [k for k in neighbours if masked[k - first] > 0.5]
+    shown = (index != hidden[0]) & (amplitude > 0) if len(hidden) == 1 else np.zeros(len(index), dtype=bool)
     if not shown.any():
         return None
     scale = ratio / float(amplitude[shown].sum())
-    slices = np.append(index[shown], sides[0])
+    slices = np.append(index[shown], hidden[0])
     order = np.argsort(slices)
     share = np.append(amplitude[shown] * scale, 1.0 - ratio)[order]
     noise = np.append(sd[shown] * scale, _INTEGRAL_SPREAD)[order]

@@ -75,7 +75,7 @@ def test_a_streak_across_a_seed_tilts_its_principal_axis_more_than_its_mirror(
     """A dark band across the seed at 15-25 degrees to its axis (as needles lying in the seeds' slice
     draw in simulated scans) turns the principal axis of the excess 7-12 degrees away from the
     seed's; the plane of best mirror symmetry turns about half as far (the band is not symmetric
-    about the seed's axis either). Without the band both are within 0.5 degrees (flat seed)."""
+    about the seed's axis either). Without the band the flat seed's axes are within 0.5 degrees."""
     volume, truth = _seed(tilt_deg, band_hu=band_hu, band_deg=band_deg)
     points, weights = _voxels(volume)
     opts = SeedOptions()
