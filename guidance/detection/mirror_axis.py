@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from guidance.detection.candidates import SEED_LENGTH_MM
+from guidance.detection.clusters import centroid
 from guidance.detection.result import SeedOptions
 from guidance.volume import Grid
 
@@ -75,7 +76,7 @@ def mirror_azimuth(
     ):
         return direction
     box, corner = _seed_box(image, grid, points_mm)
-    centre = (points_mm * weights[:, None]).sum(axis=0) / max(float(weights.sum()), 1e-12)
+    centre = centroid(points_mm, weights)
     here, there = _mirror_pairs(direction, normal, opts)
     # The pairs turn about the slice normal with the axis: each azimuth is one rotation of them.
     to_index = np.linalg.inv(np.asarray(grid.affine, dtype=np.float64))[:3, :3]

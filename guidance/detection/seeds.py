@@ -321,7 +321,8 @@ def _seeds_of(
         seeds.append(DetectedSeed(centroid(points, weights), direction, float(np.clip(confidence, 0.0, 1.0)),
                                   tuple(reasons), count > 1, count))  # fmt: skip
         axes.append(in_plane_axis(points, weights, grid))
-    if layout.kind == "mixed" and count >= 3 and not thick_slices(grid, opts):
+    thick = thick_slices(grid, opts)
+    if layout.kind == "mixed" and count >= 3 and not thick:
         parts = np.array([seed.position_mm for seed in seeds])
         placed = side_by_side_pairs(parts, region.points_mm, region.excess, labels, elongation, grid, opts)
         seeds = [replace(seed, position_mm=p) for seed, p in zip(seeds, placed, strict=True)]
@@ -331,12 +332,12 @@ def _seeds_of(
         seeds = [replace(seeds[j], position_mm=placed[rank]) for rank, j in enumerate(order)]
         axes = [axes[j] for j in order]
     uncertainties = np.zeros(count)
-    along = thick_slices(grid, opts) and not (region.beside_bone or region.near_excluded)
+    along = thick and not (region.beside_bone or region.near_excluded)
     if along:
         # Beside bone or a needle, the neighbouring slices' metal is not the seed's.
         positions, uncertainties = _along_slices(seeds, region, layout, flat_mm, grid, opts)
         seeds = [replace(seed, position_mm=p) for seed, p in zip(seeds, positions, strict=True)]
-    elif count == 1 and thick_slices(grid, opts) and region.cut_by_excluded and not region.beside_bone:
+    elif count == 1 and thick and region.cut_by_excluded and not region.beside_bone:
         shares = _hidden_share(region, ratio)
         if shares is not None:
             placed, uncertainty_mm = place_seed(
